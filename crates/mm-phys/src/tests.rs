@@ -38,11 +38,11 @@ fn unaligned_and_cross_frame_accesses_round_trip() {
 
 #[test]
 fn concurrent_byte_stores_to_one_word_are_not_lost() {
-    let mem = std::sync::Arc::new(PhysMem::new(Pfn(1)));
+    let mem = mm_sync::sync::Arc::new(PhysMem::new(Pfn(1)));
     let threads: Vec<_> = (0..8u8)
         .map(|i| {
             let mem = mem.clone();
-            std::thread::spawn(move || {
+            mm_sync::thread::spawn(move || {
                 for round in 0..2000u32 {
                     mem.write_u8(PhysAddr(i as u64), (round as u8) ^ i).unwrap();
                 }
