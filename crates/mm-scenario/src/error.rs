@@ -10,13 +10,12 @@ use crate::size::{format_bytes, SizeError};
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
     /// The scenario file could not be read.
-    #[error("{path}: cannot read scenario: {source}")]
+    #[error("{path}: cannot read scenario: {error}")]
     Read {
         /// The path as given.
         path: String,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
+        /// The I/O error (part of the message, so not also a `source`).
+        error: std::io::Error,
     },
     /// A scenario name is neither a built-in nor an existing file.
     #[error("unknown scenario '{name}' (not a file; built-ins: {builtins})")]

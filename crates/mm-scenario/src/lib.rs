@@ -99,9 +99,9 @@ pub fn parse_with_overrides(
 pub fn load(path: impl AsRef<Path>, overrides: &[String]) -> Result<Scenario, ScenarioError> {
     let path = path.as_ref();
     let origin = path.display().to_string();
-    let src = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+    let src = std::fs::read_to_string(path).map_err(|error| ScenarioError::Read {
         path: origin.clone(),
-        source,
+        error,
     })?;
     parse_with_overrides(&src, &origin, overrides)
 }
