@@ -185,6 +185,9 @@ struct AllocFlags {
 pub struct Buddy {
     mem: Arc<PhysMem>,
     zones: Box<[Zone]>,
+    cpus: Box<[pcp::CpuSlot]>,
+    /// Populated zone indices for each highest zone, highest first (`ZONELIST_FALLBACK`).
+    zonelists: [([u8; ZoneId::COUNT], u8); ZoneId::COUNT],
     nr_cpus: usize,
     has_movable: bool,
     slow: Box<dyn SlowPath>,
@@ -303,14 +306,26 @@ impl Buddy {
                     s.present,
                     s.managed,
                     mem.clone(),
-                    nr_cpus,
                 )
             })
             .collect();
         let has_movable = zones[ZoneId::Movable.index()].is_populated();
+        let zonelists = std::array::from_fn(|highest| {
+            let mut list = [0u8; ZoneId::COUNT];
+            let mut n = 0;
+            for i in (0..=highest).rev() {
+                if zones[i].is_populated() {
+                    list[n] = i as u8;
+                    n += 1;
+                }
+            }
+            (list, n as u8)
+        });
         let buddy = Buddy {
             mem,
             zones,
+            cpus: (0..nr_cpus).map(|_| pcp::CpuSlot::default()).collect(),
+            zonelists,
             nr_cpus,
             has_movable,
             slow: Box::new(NoSlowPath),
@@ -530,7 +545,7 @@ impl Buddy {
     }
 
     /// `zone_watermark_fast`: the lockless order-0 check, then the full one.
-    #[inline]
+    #[inline(always)]
     fn zone_watermark_fast(
         &self,
         z: &Zone,
@@ -547,23 +562,23 @@ impl Buddy {
     }
 
     /// `get_page_from_freelist`: walks the zonelist from `highest` down.
+    #[inline(always)]
     fn get_page_from_freelist(
         &self,
-        cpu: CpuId,
+        pcp: &mut PcpRef<'_>,
         order: Order,
         gfp: Gfp,
         flags: AllocFlags,
         highest: ZoneId,
     ) -> Option<Frame> {
         let mt = Self::gfp_migratetype(gfp);
-        for z in self.zones[..=highest.index()].iter().rev() {
-            if !z.is_populated() {
-                continue;
-            }
+        let (list, n) = &self.zonelists[highest.index()];
+        for &zi in &list[..*n as usize] {
+            let z = &self.zones[zi as usize];
             if !z.test_flag(ZONE_BELOW_HIGH) {
                 if !self.zone_watermark_fast(z, order, z.wmark_pages(2), highest, flags) {
                     z.set_flag(ZONE_BELOW_HIGH);
-                } else if let Some(f) = self.rmqueue(z, cpu, order, mt, flags) {
+                } else if let Some(f) = self.rmqueue(z, pcp, order, mt, flags) {
                     return Some(self.prep_new_page(f, gfp));
                 } else {
                     continue;
@@ -572,7 +587,7 @@ impl Buddy {
             if !self.zone_watermark_fast(z, order, z.wmark_pages(flags.wmark), highest, flags) {
                 continue;
             }
-            if let Some(f) = self.rmqueue(z, cpu, order, mt, flags) {
+            if let Some(f) = self.rmqueue(z, pcp, order, mt, flags) {
                 return Some(self.prep_new_page(f, gfp));
             }
         }
@@ -580,19 +595,20 @@ impl Buddy {
     }
 
     /// `rmqueue`: from the pcp lists for small orders, else from the buddy lists.
-    #[inline]
+    #[inline(always)]
     fn rmqueue(
         &self,
         z: &Zone,
-        cpu: CpuId,
+        pcp: &mut PcpRef<'_>,
         order: Order,
         mt: MigrateType,
         flags: AllocFlags,
     ) -> Option<Frame> {
         let boost_factor = self.boost_factor();
         let pfn = if pcp_allowed_order(order) {
-            let mut pcp = z.pcp[cpu.index()].lock.lock();
-            pcp.rmqueue(z, order, mt, boost_factor, flags.kswapd)?
+            self.with_pcp(pcp, |p| {
+                p.zones[z.id.index()].rmqueue(z, order, mt, boost_factor, flags.kswapd)
+            })?
         } else {
             let mut fa = z.free.lock();
             let pfn = z.rmqueue_locked(&mut fa, order, mt, boost_factor, flags.kswapd)?;
@@ -616,7 +632,7 @@ impl Buddy {
     }
 
     /// `prep_new_page`: refcount 1, clean flags, zeroed if `__GFP_ZERO`.
-    #[inline]
+    #[inline(always)]
     fn prep_new_page(&self, f: Frame, gfp: Gfp) -> Frame {
         let p = self.mem.page(f.pfn());
         p.set_flags(PageFlags::empty());
@@ -649,7 +665,9 @@ impl Buddy {
             oom: false,
             kswapd: gfp.contains(Gfp::KSWAPD_RECLAIM),
         };
-        if let Some(f) = self.get_page_from_freelist(cpu, order, gfp, fast, highest) {
+        if let Some(f) =
+            self.get_page_from_freelist(&mut PcpRef::Lock(cpu), order, gfp, fast, highest)
+        {
             return Ok(f);
         }
         self.alloc_slowpath(cpu, order, gfp, highest)
@@ -713,7 +731,9 @@ impl Buddy {
             if flags.kswapd {
                 self.wake_all_kswapds(order, highest);
             }
-            if let Some(f) = self.get_page_from_freelist(cpu, order, gfp, flags, highest) {
+            if let Some(f) =
+                self.get_page_from_freelist(&mut PcpRef::Lock(cpu), order, gfp, flags, highest)
+            {
                 return Ok(f);
             }
             let mut give_up = !gfp.can_direct_reclaim();
@@ -721,13 +741,21 @@ impl Buddy {
                 // Direct reclaim, then drain the pcp lists once and retry.
                 self.stalls[highest.index()].fetch_add(1, mm_sync::untracked::Ordering::Relaxed);
                 let reclaimed = self.slow.direct_reclaim(self, cpu, order, gfp, highest);
-                if let Some(f) = self.get_page_from_freelist(cpu, order, gfp, flags, highest) {
+                if let Some(f) =
+                    self.get_page_from_freelist(&mut PcpRef::Lock(cpu), order, gfp, flags, highest)
+                {
                     return Ok(f);
                 }
                 if !drained {
                     drained = true;
                     self.drain_all_pages(None);
-                    if let Some(f) = self.get_page_from_freelist(cpu, order, gfp, flags, highest) {
+                    if let Some(f) = self.get_page_from_freelist(
+                        &mut PcpRef::Lock(cpu),
+                        order,
+                        gfp,
+                        flags,
+                        highest,
+                    ) {
                         return Ok(f);
                     }
                 }
@@ -762,7 +790,13 @@ impl Buddy {
                         min_reserve: true,
                         ..flags
                     };
-                    if let Some(f) = self.get_page_from_freelist(cpu, order, gfp, nofail, highest) {
+                    if let Some(f) = self.get_page_from_freelist(
+                        &mut PcpRef::Lock(cpu),
+                        order,
+                        gfp,
+                        nofail,
+                        highest,
+                    ) {
                         return Ok(f);
                     }
                     self.slow.cond_resched(cpu);
@@ -788,6 +822,28 @@ impl Buddy {
     /// On a double free or a frame outside every zone: both are simulator bugs.
     #[inline]
     pub fn free(&self, cpu: CpuId, frame: Frame) {
+        self.free_inner(&mut PcpRef::Lock(cpu), frame);
+    }
+
+    #[inline(always)]
+    fn with_pcp<R>(&self, pcp: &mut PcpRef<'_>, f: impl FnOnce(&mut pcp::CpuPagesets) -> R) -> R {
+        match pcp {
+            PcpRef::Lock(cpu) => f(&mut self.cpus[cpu.index()].lock.lock()),
+            PcpRef::Held(g) => f(g),
+        }
+    }
+
+    /// Returns a CPU's pcp lists locked for a run of operations (see [`PcpLocked`]).
+    pub fn lock_cpu(&self, cpu: CpuId) -> PcpLocked<'_> {
+        PcpLocked {
+            buddy: self,
+            cpu,
+            guard: Some(self.cpus[cpu.index()].lock.lock()),
+        }
+    }
+
+    #[inline(always)]
+    fn free_inner(&self, pcp: &mut PcpRef<'_>, frame: Frame) {
         let (pfn, order) = frame.into_raw();
         let z = self.zone_for_free(pfn);
         let p = self.mem.page(pfn);
@@ -809,31 +865,36 @@ impl Buddy {
                 }
                 mt = MigrateType::Movable;
             }
-            let mut pcp = z.pcp[cpu.index()].lock.lock();
-            pcp.free_commit(z, pfn, mt, order);
+            self.with_pcp(pcp, |p| {
+                p.zones[z.id.index()].free_commit(z, pfn, mt, order)
+            });
         } else {
             z.free_one_page(pfn, order);
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn zone_for_free(&self, pfn: Pfn) -> &Zone {
-        // Highest zones hold most memory: search from the top.
-        self.zones
-            .iter()
-            .rev()
-            .find(|z| z.is_populated() && z.contains(pfn))
-            .unwrap_or_else(|| panic!("free of {pfn:?}, which no zone spans"))
+        // Highest zones hold most memory: search the populated zones from the top.
+        let (list, n) = &self.zonelists[ZoneId::COUNT - 1];
+        for &zi in &list[..*n as usize] {
+            let z = &self.zones[zi as usize];
+            if z.contains(pfn) {
+                return z;
+            }
+        }
+        panic!("free of {pfn:?}, which no zone spans")
     }
 
     /// Drains `cpu`'s pcp lists in every zone (or one zone) back to the buddy lists.
     pub fn drain_local(&self, cpu: CpuId, zone: Option<ZoneId>) {
+        let mut pcp = self.cpus[cpu.index()].lock.lock();
         for z in self
             .zones
             .iter()
             .filter(|z| zone.is_none_or(|id| id == z.id))
         {
-            z.pcp[cpu.index()].lock.lock().drain(z);
+            pcp.zones[z.id.index()].drain(z);
         }
     }
 
@@ -924,9 +985,9 @@ impl Buddy {
         let Some(z) = self.zone_of(start) else {
             return r;
         };
-        for slot in z.pcp.iter() {
+        for slot in self.cpus.iter() {
             let pcp = slot.lock.lock();
-            r.on_pcp += pcp
+            r.on_pcp += pcp.zones[z.id.index()]
                 .pfns(z)
                 .iter()
                 .filter(|(p, _)| *p >= start && *p < end)
@@ -969,10 +1030,9 @@ impl Buddy {
 
     /// Returns the pages on every pcp list.
     pub fn pcp_pages(&self) -> u64 {
-        self.zones
+        self.cpus
             .iter()
-            .flat_map(|z| z.pcp.iter())
-            .map(|s| s.lock.lock().count)
+            .map(|s| s.lock.lock().zones.iter().map(|p| p.count).sum::<u64>())
             .sum()
     }
 
@@ -986,11 +1046,12 @@ impl Buddy {
         );
         let mut pgalloc = 0;
         let mut pgfree = 0;
-        let pcp = z
-            .pcp
+        let pcp = self
+            .cpus
             .iter()
             .map(|s| {
-                let p = s.lock.lock();
+                let g = s.lock.lock();
+                let p = &g.zones[id.index()];
                 pgalloc += p.pgalloc;
                 pgfree += p.pgfree;
                 PcpInfo {
@@ -1037,15 +1098,17 @@ impl Buddy {
         e
     }
 
-    /// Checks every zone's free lists, pcp lists and counters. Takes each zone's pcp locks in
-    /// CPU order, then its zone lock, so the view is consistent.
+    /// Checks every zone's free lists, pcp lists and counters. Takes every CPU's pcp lock in
+    /// CPU order, then each zone lock, so the view is consistent.
     pub fn check_invariants(&self) -> Result<(), InvariantError> {
+        // Lock order: every CPU's pcp lock in CPU order, then each zone lock in turn.
+        let pcps: Vec<_> = self.cpus.iter().map(|s| s.lock.lock()).collect();
         for z in self.zones.iter() {
             let err = |what: String| InvariantError { zone: z.id, what };
-            let pcps: Vec<_> = z.pcp.iter().map(|s| s.lock.lock()).collect();
             let fa = z.free.lock();
             let mut pcp_pages = 0;
             for p in &pcps {
+                let p = &p.zones[z.id.index()];
                 p.check(z).map_err(err)?;
                 pcp_pages += p.count;
             }
@@ -1065,6 +1128,76 @@ impl Buddy {
             }
         }
         Ok(())
+    }
+}
+
+/// How an operation reaches its CPU's pcp lists: by locking them for itself, or through a
+/// lock the caller already holds.
+enum PcpRef<'g> {
+    Lock(CpuId),
+    Held(&'g mut pcp::CpuPagesets),
+}
+
+/// A CPU's pcp lists locked across a run of allocations and frees, as a CPU actor holds them for
+/// a quantum (like `local_lock` around a stretch of kernel code). Each operation through it takes
+/// no lock at all. A remote drain of this CPU waits until the guard is dropped or
+/// [`PcpLocked::relax`]ed, so hold it only while the CPU runs; it is released around the
+/// allocation slow path, which may reclaim or drain.
+pub struct PcpLocked<'a> {
+    buddy: &'a Buddy,
+    cpu: CpuId,
+    guard: Option<mm_sync::sync::SpinLockGuard<'a, pcp::CpuPagesets>>,
+}
+
+impl std::fmt::Debug for PcpLocked<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PcpLocked").field("cpu", &self.cpu).finish()
+    }
+}
+
+impl PcpLocked<'_> {
+    /// Returns the CPU.
+    pub fn cpu(&self) -> CpuId {
+        self.cpu
+    }
+
+    /// Allocates like [`Buddy::alloc`]; the fast path uses the held lists.
+    #[inline]
+    pub fn alloc(&mut self, order: Order, gfp: Gfp) -> Result<Frame, AllocError> {
+        let b = self.buddy;
+        let highest = gfp.zone(b.has_movable);
+        let fast = AllocFlags {
+            wmark: 1,
+            min_reserve: false,
+            non_block: false,
+            oom: false,
+            kswapd: gfp.contains(Gfp::KSWAPD_RECLAIM),
+        };
+        let guard = self.guard.as_mut().expect("PcpLocked holds its lock");
+        if let Some(f) =
+            b.get_page_from_freelist(&mut PcpRef::Held(guard), order, gfp, fast, highest)
+        {
+            return Ok(f);
+        }
+        // The slow path may reclaim, drain every CPU or wait: never with a pcp lock held.
+        self.guard = None;
+        let r = b.alloc_slowpath(self.cpu, order, gfp, highest);
+        self.guard = Some(b.cpus[self.cpu.index()].lock.lock());
+        r
+    }
+
+    /// Frees like [`Buddy::free`], onto the held lists.
+    #[inline]
+    pub fn free(&mut self, frame: Frame) {
+        let guard = self.guard.as_mut().expect("PcpLocked holds its lock");
+        self.buddy.free_inner(&mut PcpRef::Held(guard), frame);
+    }
+
+    /// Drops and retakes the lock, letting a waiting remote drain in (a preemption point).
+    pub fn relax(&mut self) {
+        self.guard = None;
+        mm_sync::hint::spin_loop();
+        self.guard = Some(self.buddy.cpus[self.cpu.index()].lock.lock());
     }
 }
 

@@ -1,10 +1,13 @@
 //! Per-CPU page lists (`struct per_cpu_pages`) and their sizing logic (Linux 6.7+).
 //!
 //! # Locking protocol
-//! Each CPU's lists for a zone sit behind their own [`SpinLock`] (`pcp->lock`). The owning CPU
-//! takes it on every pcp allocation and free; another CPU takes it only to drain
-//! (`drain_all_pages`), as Linux has done since 5.19 instead of sending an IPI. While holding it,
-//! the holder may take the zone lock (refill and flush): pcp lock, then zone lock. The zone-wide
+//! Each CPU's lists for all zones sit behind one [`SpinLock`] (the `pagesets.lock` of Linux
+//! 5.14-5.18, a spin lock like `pcp->lock` since 5.19). The owning CPU takes it for each pcp
+//! allocation and free, or holds it across a run of them (a CPU actor's quantum, see
+//! `PcpLocked`); another CPU takes it only to drain (`drain_all_pages`), and waits while the
+//! owner holds it, as a remote drain waited for the owner's drain work in Linux before 5.19.
+//! While holding it, the holder may take a zone lock (refill and flush): pcp lock, then zone
+//! lock. The zone-wide
 //! `batch`/`high_min`/`high_max` are atomics written under the allocator's pcp-update mutex
 //! (`pcp_batch_high_lock`) and read under the pcp lock, as `READ_ONCE` reads them.
 
@@ -72,11 +75,17 @@ pub(crate) struct Pcp {
     pub(crate) pgfree: u64,
 }
 
-/// A [`Pcp`] behind its lock, on its own cache lines so CPUs never share one.
+/// One CPU's page lists for every zone (`struct pagesets` + `per_cpu_pages` of each zone).
+#[derive(Debug, Default)]
+pub(crate) struct CpuPagesets {
+    pub(crate) zones: [Pcp; mm_types::ZoneId::COUNT],
+}
+
+/// A CPU's pagesets behind its lock, on their own cache lines so CPUs never share one.
 #[repr(align(128))]
 #[derive(Debug, Default)]
-pub(crate) struct PcpSlot {
-    pub(crate) lock: SpinLock<Pcp>,
+pub(crate) struct CpuSlot {
+    pub(crate) lock: SpinLock<CpuPagesets>,
 }
 
 impl Pcp {
@@ -113,7 +122,23 @@ impl Pcp {
     }
 
     /// `nr_pcp_high`: the current flush threshold, adjusting `high` as the kernel does.
+    #[inline(always)]
     fn nr_pcp_high(&mut self, zone: &Zone, batch: u64, free_high: bool) -> u64 {
+        // Common case: nothing to adjust (high already in range, no zone pressure flag, list
+        // below high): the general code below would return `high` unchanged.
+        if !free_high
+            && self.count < self.high
+            && zone.flags_clear()
+            && self.high <= zone.pcp_high_max.load(Ordering::Relaxed)
+            && self.high >= zone.pcp_high_min.load(Ordering::Relaxed)
+        {
+            return self.high;
+        }
+        self.nr_pcp_high_slow(zone, batch, free_high)
+    }
+
+    #[cold]
+    fn nr_pcp_high_slow(&mut self, zone: &Zone, batch: u64, free_high: bool) -> u64 {
         let high_min = zone.pcp_high_min.load(Ordering::Relaxed);
         let high_max = zone.pcp_high_max.load(Ordering::Relaxed);
         self.high = kclamp(self.high, high_min, high_max);
@@ -161,7 +186,7 @@ impl Pcp {
     }
 
     /// `__rmqueue_pcplist`: takes a block from this CPU's list, refilling it from the zone.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn rmqueue(
         &mut self,
         zone: &Zone,
@@ -217,7 +242,7 @@ impl Pcp {
     }
 
     /// `free_unref_page_commit`: puts a block on this CPU's list and flushes when over `high`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn free_commit(&mut self, zone: &Zone, pfn: Pfn, mt: MigrateType, order: Order) {
         self.alloc_factor >>= 1;
         self.pgfree += order.pages();

@@ -8,7 +8,6 @@
 //! migratetype re-reads it under the zone lock. Lock order: a pcp lock, then the zone lock.
 
 use crate::formulas::{Watermarks, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER};
-use crate::pcp::PcpSlot;
 use mm_phys::{PageFlags, PageList, PhysMem};
 use mm_sync::sync::atomic::{AtomicU64 as TrackedU64, AtomicU8, Ordering};
 use mm_sync::sync::{Arc, SpinLock};
@@ -53,8 +52,15 @@ impl MigrateType {
             MigrateType::Isolate => "Isolate",
         }
     }
+    #[inline]
     pub(crate) fn from_u8(v: u8) -> MigrateType {
-        MigrateType::ALL[v as usize]
+        match v {
+            0 => MigrateType::Unmovable,
+            1 => MigrateType::Movable,
+            2 => MigrateType::Reclaimable,
+            3 => MigrateType::HighAtomic,
+            _ => MigrateType::Isolate,
+        }
     }
     /// True for the three types that have pcp lists.
     pub(crate) fn is_pcptype(self) -> bool {
@@ -108,7 +114,6 @@ pub struct Zone {
     pub(crate) managed: u64,
     pub(crate) mem: Arc<PhysMem>,
     pub(crate) free: SpinLock<FreeArea>,
-    pub(crate) pcp: Box<[PcpSlot]>,
     nr_free_pages: AtomicI64,
     wmark: [AtomicU64; 4],
     boost: AtomicU64,
@@ -128,7 +133,6 @@ impl Zone {
         present: u64,
         managed: u64,
         mem: Arc<PhysMem>,
-        nr_cpus: usize,
     ) -> Zone {
         let nr_blocks = spanned.div_ceil(PAGEBLOCK_NR_PAGES) as usize
             + usize::from(!start_pfn.0.is_multiple_of(PAGEBLOCK_NR_PAGES));
@@ -148,7 +152,6 @@ impl Zone {
                 pgalloc: 0,
                 pgfree: 0,
             }),
-            pcp: (0..nr_cpus).map(|_| PcpSlot::default()).collect(),
             nr_free_pages: AtomicI64::new(0),
             wmark: Default::default(),
             boost: AtomicU64::new(0),
@@ -266,6 +269,11 @@ impl Zone {
     pub fn protection(&self) -> [u64; ZoneId::COUNT] {
         std::array::from_fn(|i| self.reserve[i].load(untracked::Ordering::Relaxed))
     }
+    #[inline]
+    pub(crate) fn flags_clear(&self) -> bool {
+        self.flags.load(untracked::Ordering::Relaxed) == 0
+    }
+    #[inline]
     pub(crate) fn test_flag(&self, f: u32) -> bool {
         self.flags.load(untracked::Ordering::Relaxed) & f != 0
     }
@@ -280,6 +288,7 @@ impl Zone {
         }
     }
 
+    #[inline]
     fn block_index(&self, pfn: Pfn) -> usize {
         ((pfn.0 >> PAGEBLOCK_ORDER) - (self.start_pfn.0 >> PAGEBLOCK_ORDER)) as usize
     }
@@ -607,10 +616,33 @@ impl Zone {
         if self.pageblock_migratetype(pfn) == MigrateType::Isolate {
             return Err(crate::IsolateError::Busy(pfn));
         }
+        self.split_covering_block(&mut fa, pfn);
         self.set_pageblock_migratetype(pfn, MigrateType::Isolate);
         let (moved, _) = self.move_freepages_block(&mut fa, pfn, MigrateType::Isolate);
         self.mod_free_pages(-(moved as i64));
         Ok(())
+    }
+
+    /// Splits a free block larger than a pageblock that covers the pageblock of `pfn` into
+    /// pageblock-sized blocks, each on its own pageblock's list, so the pageblock can change
+    /// type alone (`move_freepages_block_isolate` splitting a larger buddy).
+    fn split_covering_block(&self, fa: &mut FreeArea, pfn: Pfn) {
+        let block = pfn.0 & !(PAGEBLOCK_NR_PAGES - 1);
+        self.grow_deferred_to(fa, block + PAGEBLOCK_NR_PAGES);
+        for o in (PAGEBLOCK_ORDER + 1)..=MAX_ORDER as u32 {
+            let order = Order::new(o).expect("order");
+            let head = Pfn(block & !(order.pages() - 1));
+            if self.is_buddy(head, order) {
+                self.del_free(fa, head);
+                let mut p = head.0;
+                while p < head.0 + order.pages() {
+                    let piece = Order::new(PAGEBLOCK_ORDER).expect("order");
+                    self.add_free(fa, Pfn(p), piece, self.pageblock_migratetype(Pfn(p)), false);
+                    p += PAGEBLOCK_NR_PAGES;
+                }
+                return;
+            }
+        }
     }
 
     /// Ends the isolation of one pageblock (`unset_migratetype_isolate`): its free pages go back

@@ -13,6 +13,12 @@ pub enum PhysError {
         /// One past the last frame.
         max_pfn: Pfn,
     },
+    /// The host would not reserve address space for simulated RAM.
+    #[error("the host refused to reserve {bytes} bytes of address space for simulated RAM")]
+    HostRefused {
+        /// The size of the refused reservation.
+        bytes: u64,
+    },
     /// The byte range runs past the end of RAM.
     #[error("access of {len} bytes at {addr} runs past the end of simulated RAM")]
     OutOfRange {

@@ -2,10 +2,10 @@
 //!
 //! This crate owns:
 //! - [`PhysMem`]: the machine's RAM, `max_pfn` frames of [`PAGE_SIZE`](mm_types::PAGE_SIZE)
-//!   bytes each, split into 128 MiB memory sections (`SECTION_SIZE_BITS` = 27, as x86-64
-//!   SPARSEMEM). A section's bytes and descriptors are reserved from the host on first touch, from
-//!   zeroed memory the host maps lazily, so untouched frames cost no host memory: a 1 TiB machine
-//!   that touches nothing costs a few kilobytes.
+//!   bytes each. Frame bytes and descriptors live in two host mappings reserved with
+//!   `MAP_NORESERVE`: the host backs a page of them only when it is first touched, so untouched
+//!   frames cost no host memory (a 1 TiB machine that touches nothing costs a few kilobytes),
+//!   and a descriptor or word is one index away (no lookup table on the fast paths).
 //! - [`Page`]: the `struct page` analogue (flags, refcount, mapcount, LRU links, private,
 //!   mapping, index), 64 bytes, one per frame, checked at compile time.
 //! - [`PageList`]: an intrusive doubly-linked list of frames threaded through the descriptors'
@@ -24,8 +24,7 @@
 //!   protocols are what the loom models check.
 //!
 //! # Locking protocol
-//! `PhysMem` takes no lock on an access; materializing a section is a one-time `OnceLock`
-//! initialization. A [`PageList`] is not synchronized: its owner holds the lock that guards the
+//! `PhysMem` takes no lock on an access. A [`PageList`] is not synchronized: its owner holds the lock that guards the
 //! list (zone lock for free lists, pcp lock for pcp lists) around every call.
 #![deny(unsafe_code)]
 

@@ -53,7 +53,7 @@ impl PageList {
     }
 
     /// Adds `pfn` at the head (`list_add`).
-    #[inline]
+    #[inline(always)]
     pub fn push_front(&mut self, mem: &PhysMem, pfn: Pfn) {
         let p = mem.page(pfn);
         p.lru_prev.store(NIL, Relaxed);
@@ -83,7 +83,7 @@ impl PageList {
     }
 
     /// Removes and returns the first frame.
-    #[inline]
+    #[inline(always)]
     pub fn pop_front(&mut self, mem: &PhysMem) -> Option<Pfn> {
         let pfn = self.front()?;
         self.remove(mem, pfn);
@@ -99,7 +99,7 @@ impl PageList {
     }
 
     /// Unlinks `pfn`, which must be on this list (`list_del`).
-    #[inline]
+    #[inline(always)]
     pub fn remove(&mut self, mem: &PhysMem, pfn: Pfn) {
         let p = mem.page(pfn);
         let next = p.lru_next.load(Relaxed);

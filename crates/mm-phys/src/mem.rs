@@ -1,9 +1,8 @@
 //! Simulated RAM: lazily reserved memory sections of frames and descriptors.
 
 use crate::{Page, PhysError};
-use mm_sync::untracked::{AtomicU64, AtomicUsize, OnceLock, Ordering};
+use mm_sync::untracked::{AtomicU64, Ordering};
 use mm_types::{Pfn, PhysAddr, PAGE_SHIFT, PAGE_SIZE};
-use std::alloc::Layout;
 use std::fmt;
 
 /// log2 of a memory section's size in bytes (x86-64 `SECTION_SIZE_BITS`): 128 MiB.
@@ -11,7 +10,6 @@ pub const SECTION_SIZE_BITS: u32 = 27;
 /// Frames per memory section.
 pub const SECTION_FRAMES: u64 = 1 << (SECTION_SIZE_BITS - PAGE_SHIFT);
 const WORDS_PER_FRAME: usize = PAGE_SIZE / 8;
-const SECTION_SHIFT: u32 = SECTION_SIZE_BITS - PAGE_SHIFT;
 
 /// Types whose all-zero bit pattern is a valid value.
 ///
@@ -23,48 +21,89 @@ unsafe impl ZeroValid for AtomicU64 {}
 // SAFETY: `Page` is `repr(C)` and made only of atomic integers, each valid at zero.
 unsafe impl ZeroValid for Page {}
 
-/// Allocates `n` zeroed `T`s. For large sizes the host maps the memory lazily, so pages of it
-/// that are never touched are never backed.
-fn zeroed_slice<T: ZeroValid>(n: usize) -> Box<[T]> {
-    if n == 0 || std::mem::size_of::<T>() == 0 {
-        return (0..n)
-            .map(|_| {
-                // SAFETY: `T: ZeroValid`, so the zero pattern is a valid `T`.
-                unsafe { std::mem::zeroed() }
-            })
-            .collect();
-    }
-    let layout = Layout::array::<T>(n).expect("section layout overflows");
-    // SAFETY: (1) `layout` has non-zero size (n > 0, size_of::<T>() > 0).
-    let ptr = unsafe { std::alloc::alloc_zeroed(layout) } as *mut T;
-    if ptr.is_null() {
-        std::alloc::handle_alloc_error(layout);
-    }
-    // SAFETY: (1) `ptr` was allocated by the global allocator with `Layout::array::<T>(n)`, which
-    // is the layout `Box<[T]>` frees with; (2) the memory is zeroed and `T: ZeroValid`, so all `n`
-    // elements are initialized; (3) nothing else owns the allocation.
-    unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, n)) }
+/// A host mapping of `len` zero-filled `T`s, reserved with `MAP_NORESERVE`: the host backs a
+/// page of it only when it is first touched, and never charges the untouched rest.
+struct LazyArray<T: ZeroValid> {
+    ptr: std::ptr::NonNull<T>,
+    len: usize,
 }
 
-struct Section {
-    words: Box<[AtomicU64]>,
-    pages: Box<[Page]>,
+// SAFETY: (1) the array holds only atomics (`T: ZeroValid` is implemented for atomic-only
+// types), which are `Sync`; (2) the mapping is owned by this value and unmapped once, on drop.
+unsafe impl<T: ZeroValid + Sync> Send for LazyArray<T> {}
+// SAFETY: shared access hands out `&T` only, and `T` is `Sync`.
+unsafe impl<T: ZeroValid + Sync> Sync for LazyArray<T> {}
+
+impl<T: ZeroValid> LazyArray<T> {
+    fn new(len: usize) -> Result<Self, PhysError> {
+        let bytes = len
+            .checked_mul(std::mem::size_of::<T>())
+            .ok_or(PhysError::HostRefused { bytes: u64::MAX })?;
+        if bytes == 0 {
+            return Ok(LazyArray {
+                ptr: std::ptr::NonNull::dangling(),
+                len: 0,
+            });
+        }
+        // SAFETY: (1) a fresh anonymous private mapping aliases nothing; (2) the arguments are
+        // valid for mmap: no address hint, a non-zero length, fd -1 with offset 0 as
+        // MAP_ANONYMOUS requires.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(PhysError::HostRefused {
+                bytes: bytes as u64,
+            });
+        }
+        let ptr = std::ptr::NonNull::new(p.cast::<T>()).expect("mmap returned null");
+        Ok(LazyArray { ptr, len })
+    }
+
+    #[inline(always)]
+    fn as_slice(&self) -> &[T] {
+        // SAFETY: (1) `ptr` points to `len` contiguous `T`s of a live mapping (or is dangling
+        // with len 0); (2) the mapping is zero-filled and `T: ZeroValid`, so every element is
+        // initialized; (3) elements are only ever accessed through `&T` (atomics).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T: ZeroValid> Drop for LazyArray<T> {
+    fn drop(&mut self) {
+        if self.len == 0 {
+            return;
+        }
+        // SAFETY: (1) the range is exactly the mapping `new` created; (2) no reference into it
+        // outlives `self`, since every `&T` borrows from `self`.
+        unsafe {
+            libc::munmap(
+                self.ptr.as_ptr().cast(),
+                self.len * std::mem::size_of::<T>(),
+            );
+        }
+    }
 }
 
 /// The machine's RAM: `max_pfn` frames holding real bytes, with one [`Page`] each.
 pub struct PhysMem {
     max_pfn: Pfn,
-    sections: Box<[OnceLock<Section>]>,
-    materialized: AtomicUsize,
+    words: LazyArray<AtomicU64>,
+    pages: LazyArray<Page>,
 }
 
 impl fmt::Debug for PhysMem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PhysMem")
             .field("max_pfn", &self.max_pfn)
-            .field("sections", &self.sections.len())
-            .field("materialized", &self.materialized_sections())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -81,15 +120,29 @@ impl fmt::Debug for FrameBytes<'_> {
 }
 
 impl PhysMem {
-    /// Creates RAM of `max_pfn` frames (pfn 0 up to `max_pfn - 1`). Nothing is reserved from the
-    /// host until a frame or descriptor is touched.
+    /// Creates RAM of `max_pfn` frames (pfn 0 up to `max_pfn - 1`). Nothing is backed by host
+    /// memory until a frame or descriptor is touched.
+    ///
+    /// # Panics
+    /// If the host refuses the address-space reservation; [`PhysMem::try_new`] reports it.
     pub fn new(max_pfn: Pfn) -> Self {
-        let nr_sections = max_pfn.0.div_ceil(SECTION_FRAMES) as usize;
-        PhysMem {
+        Self::try_new(max_pfn).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Creates RAM of `max_pfn` frames, or reports that the host refused to reserve the
+    /// address space (`MAP_NORESERVE` under `vm.overcommit_memory = 2`, or a too small
+    /// address-space limit).
+    pub fn try_new(max_pfn: Pfn) -> Result<Self, PhysError> {
+        let n =
+            usize::try_from(max_pfn.0).map_err(|_| PhysError::HostRefused { bytes: u64::MAX })?;
+        Ok(PhysMem {
             max_pfn,
-            sections: (0..nr_sections).map(|_| OnceLock::new()).collect(),
-            materialized: AtomicUsize::new(0),
-        }
+            words: LazyArray::new(
+                n.checked_mul(WORDS_PER_FRAME)
+                    .ok_or(PhysError::HostRefused { bytes: u64::MAX })?,
+            )?,
+            pages: LazyArray::new(n)?,
+        })
     }
 
     /// Returns one past the last frame.
@@ -103,42 +156,16 @@ impl PhysMem {
         pfn < self.max_pfn
     }
 
-    /// Returns how many 128 MiB sections have been reserved from the host.
-    pub fn materialized_sections(&self) -> usize {
-        self.materialized.load(Ordering::Relaxed)
-    }
-
-    /// Returns the host bytes reserved so far (frames and descriptors of touched sections).
-    pub fn host_bytes_reserved(&self) -> u64 {
-        let per = SECTION_FRAMES * (PAGE_SIZE as u64 + std::mem::size_of::<Page>() as u64);
-        self.materialized_sections() as u64 * per
-    }
-
-    #[inline]
-    fn section(&self, idx: usize) -> &Section {
-        self.sections[idx].get_or_init(|| self.materialize(idx))
-    }
-
-    #[cold]
-    fn materialize(&self, idx: usize) -> Section {
-        let start = idx as u64 * SECTION_FRAMES;
-        let frames = (self.max_pfn.0 - start).min(SECTION_FRAMES) as usize;
-        self.materialized.fetch_add(1, Ordering::Relaxed);
-        Section {
-            words: zeroed_slice(frames * WORDS_PER_FRAME),
-            pages: zeroed_slice(frames),
-        }
-    }
-
     /// Returns the descriptor of `pfn`.
     ///
     /// # Panics
     /// If `pfn` is not valid: callers only hold pfns the allocator handed out.
     #[inline]
     pub fn page(&self, pfn: Pfn) -> &Page {
-        assert!(self.pfn_valid(pfn), "{pfn:?} is outside simulated RAM");
-        let s = self.section((pfn.0 >> SECTION_SHIFT) as usize);
-        &s.pages[(pfn.0 & (SECTION_FRAMES - 1)) as usize]
+        match self.pages.as_slice().get(pfn.0 as usize) {
+            Some(p) => p,
+            None => panic!("{pfn:?} is outside simulated RAM"),
+        }
     }
 
     /// Returns the bytes of frame `pfn`.
@@ -150,10 +177,9 @@ impl PhysMem {
                 max_pfn: self.max_pfn,
             });
         }
-        let s = self.section((pfn.0 >> SECTION_SHIFT) as usize);
-        let start = (pfn.0 & (SECTION_FRAMES - 1)) as usize * WORDS_PER_FRAME;
+        let start = pfn.0 as usize * WORDS_PER_FRAME;
         Ok(FrameBytes {
-            words: &s.words[start..start + WORDS_PER_FRAME],
+            words: &self.words.as_slice()[start..start + WORDS_PER_FRAME],
         })
     }
 
