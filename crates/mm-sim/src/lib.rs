@@ -1,16 +1,155 @@
 //! The simulated machine (layer L6): boots from a [`MachineConfig`], wires the subsystems
 //! together and renders the `/proc` views.
 //!
-//! This crate owns the machine configuration types ([`MachineConfig`], [`ZoneSpec`],
-//! [`Sysctl`]); `mm-scenario` fills them from a scenario file.
+//! This crate owns:
+//! - the machine configuration types ([`MachineConfig`], [`ZoneSpec`], [`Sysctl`]), which
+//!   `mm-scenario` fills from a scenario file;
+//! - [`Machine`]: simulated RAM ([`mm_phys::PhysMem`]) and the page allocator
+//!   ([`mm_buddy::Buddy`]) booted from the configuration, with zones derived from the memory size
+//!   when the configuration does not list them;
+//! - the `/proc` renderers ([`ProcFile`]): `meminfo`, `zoneinfo`, `buddyinfo` and `vmstat`, in
+//!   Linux 6.18's exact text formats, so procps tools read a snapshot directory.
+//!
+//! Later issues add the CPU and daemon actors, processes, the sampler, the invariant checker
+//! and the watchdog here; the allocator's slow path ([`mm_buddy::SlowPath`]) is where kswapd,
+//! direct reclaim and the OOM killer will plug in.
 //!
 //! # Invariants
 //! - Only this crate spawns threads and owns time and the seed.
+//! - Every `/proc` view is rendered from one snapshot of the subsystems' counters; a view never
+//!   invents a number the simulation does not have (unknown counters print 0).
 //!
 //! # Locking protocol
-//! The configuration is plain data; the machine's locks belong to the subsystems it wires.
+//! The machine adds no locks of its own yet. Rendering takes the allocator's locks through
+//! its snapshot functions (pcp locks, then zone locks).
 #![deny(unsafe_code)]
 
 mod config;
+mod error;
+mod procfs;
 
 pub use config::{MachineConfig, Sysctl, ZoneSpec};
+pub use error::BootError;
+pub use procfs::ProcFile;
+
+use mm_buddy::{Buddy, BuddyConfig, ZoneConfig};
+use mm_phys::PhysMem;
+use mm_sync::sync::Arc;
+use mm_types::{Pfn, ZoneId, PAGE_SIZE};
+
+/// Transparent hugepages are in `madvise` mode, as on the reference host: khugepaged raises
+/// the boot `min_free_kbytes` to its recommendation.
+const THP_ENABLED: bool = true;
+
+/// First pfn of ZONE_DMA32 (16 MiB).
+pub const DMA32_START_PFN: u64 = 4096;
+/// First pfn of ZONE_NORMAL (4 GiB).
+pub const NORMAL_START_PFN: u64 = 1 << 20;
+
+/// A booted machine.
+#[derive(Debug)]
+pub struct Machine {
+    config: MachineConfig,
+    zones: Vec<ZoneSpec>,
+    buddy: Arc<Buddy>,
+}
+
+impl Machine {
+    /// Boots a machine: reserves simulated RAM, frees every zone's managed pages into the page
+    /// allocator and computes watermarks, protection and pcp limits from the sysctls.
+    pub fn boot(config: &MachineConfig) -> Result<Machine, BootError> {
+        if config.cpus == 0 {
+            return Err(BootError::Config("a machine needs at least one CPU".into()));
+        }
+        if config.memory_bytes % PAGE_SIZE as u64 != 0 || config.memory_bytes == 0 {
+            return Err(BootError::Config(format!(
+                "memory {} is not a positive multiple of the page size",
+                config.memory_bytes
+            )));
+        }
+        let max_pfn = config.memory_bytes / PAGE_SIZE as u64;
+        let zones = match &config.zones {
+            Some(z) => z.clone(),
+            None => derive_zones(max_pfn),
+        };
+        let mem = Arc::new(PhysMem::try_new(Pfn(max_pfn))?);
+        let s = &config.sysctl;
+        let buddy = Buddy::new(
+            mem,
+            &BuddyConfig {
+                nr_cpus: config.cpus,
+                zones: zones
+                    .iter()
+                    .map(|z| ZoneConfig {
+                        id: z.id,
+                        start_pfn: Pfn(z.start_pfn),
+                        spanned: z.spanned,
+                        present: z.present,
+                        managed: z.managed,
+                    })
+                    .collect(),
+                min_free_kbytes: s.min_free_kbytes,
+                watermark_scale_factor: s.watermark_scale_factor,
+                watermark_boost_factor: s.watermark_boost_factor,
+                lowmem_reserve_ratio: s.lowmem_reserve_ratio,
+                percpu_pagelist_high_fraction: s.percpu_pagelist_high_fraction,
+                thp_enabled: THP_ENABLED,
+            },
+        )?;
+        Ok(Machine {
+            config: config.clone(),
+            zones,
+            buddy: Arc::new(buddy),
+        })
+    }
+
+    /// Returns the configuration the machine booted from.
+    pub fn config(&self) -> &MachineConfig {
+        &self.config
+    }
+
+    /// Returns the zone geometry in use (derived or given).
+    pub fn zones(&self) -> &[ZoneSpec] {
+        &self.zones
+    }
+
+    /// Returns the page allocator.
+    pub fn buddy(&self) -> &Arc<Buddy> {
+        &self.buddy
+    }
+
+    /// Renders one `/proc` file.
+    pub fn proc_file(&self, file: ProcFile) -> String {
+        procfs::render(self, file)
+    }
+}
+
+/// Derives x86-64 zones from the RAM size: ZONE_DMA below 16 MiB (pfn 0 reserved, as the
+/// kernel keeps the first page), ZONE_DMA32 below 4 GiB and ZONE_NORMAL above. The simulated
+/// machine has no PCI hole and no firmware reservations, so every present page is managed.
+pub fn derive_zones(max_pfn: u64) -> Vec<ZoneSpec> {
+    let mut zones = Vec::new();
+    let mut push = |id, start: u64, end: u64| {
+        if end > start {
+            let n = end - start;
+            zones.push(ZoneSpec {
+                id,
+                start_pfn: start,
+                spanned: n,
+                present: n,
+                managed: n,
+            });
+        }
+    };
+    push(ZoneId::Dma, 1, max_pfn.min(DMA32_START_PFN));
+    push(
+        ZoneId::Dma32,
+        DMA32_START_PFN,
+        max_pfn.min(NORMAL_START_PFN),
+    );
+    push(ZoneId::Normal, NORMAL_START_PFN, max_pfn);
+    zones
+}
+
+#[cfg(all(test, not(mm_loom)))]
+mod tests;
