@@ -61,7 +61,7 @@ impl Machine {
         if config.cpus == 0 {
             return Err(BootError::Config("a machine needs at least one CPU".into()));
         }
-        if config.memory_bytes % PAGE_SIZE as u64 != 0 || config.memory_bytes == 0 {
+        if !config.memory_bytes.is_multiple_of(PAGE_SIZE as u64) || config.memory_bytes == 0 {
             return Err(BootError::Config(format!(
                 "memory {} is not a positive multiple of the page size",
                 config.memory_bytes
