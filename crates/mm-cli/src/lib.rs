@@ -1,0 +1,217 @@
+//! The `mmsim` command line (layer L8): resolves scenarios, boots the machine and prints what
+//! the user asked for.
+//!
+//! This crate owns the commands and their output formats:
+//! - `mmsim boot [SCENARIO] [--set KEY=VALUE]... --proc FILE` prints one `/proc` file of the
+//!   freshly booted machine;
+//! - `mmsim run [SCENARIO] [--set KEY=VALUE]...` boots the machine and prints a summary
+//!   ([`run_summary`]; for now the `free -m` table, [`FreeSummary`]);
+//! - `mmsim scenarios` lists the built-in scenarios and `mmsim show NAME` prints one.
+//!
+//! Its neighbours: `mm-scenario` parses and validates scenarios; `mm-sim` boots them and renders
+//! `/proc`. [`main_with`] is the whole program with its streams passed in, so tests drive it
+//! in-process.
+//!
+//! # Invariants
+//! - Exit codes: 0 ok; 1 a simulator failure; 2 a usage or scenario error.
+//! - An error is one line on stderr, `mmsim: <message>`, and the message names the place
+//!   (`FILE:LINE:COL` or `--set KEY=VALUE`). Clap's own usage errors keep clap's format.
+//! - Requested output (a `/proc` file, a TOML text) goes to stdout byte for byte.
+//!
+//! # Locking protocol
+//! None: the CLI is single-threaded; the machine's threads belong to `mm-sim`.
+#![deny(unsafe_code)]
+
+mod free;
+mod machine;
+#[cfg(all(test, not(mm_loom)))]
+mod tests;
+
+use std::ffi::OsString;
+use std::fmt;
+use std::io::Write;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use mm_scenario::{format_bytes, Scenario};
+
+pub use free::{FreeSummary, FREE_HEADER};
+pub use machine::run_summary;
+
+/// The `mmsim` command line.
+#[derive(Debug, Parser)]
+#[command(name = "mmsim", version, about = "A Linux memory-management simulator")]
+pub struct Cli {
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The `mmsim` commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Boot the machine, run no workload and print one /proc file.
+    Boot {
+        /// The scenario to boot.
+        #[command(flatten)]
+        scenario: ScenarioArgs,
+        /// The /proc file to print.
+        #[arg(long = "proc", value_name = "FILE", value_parser = machine::parse_proc_file)]
+        proc_file: machine::ProcFile,
+    },
+    /// Boot the machine and print a `free -m` summary (workloads are not simulated yet).
+    Run {
+        /// The scenario to run.
+        #[command(flatten)]
+        scenario: ScenarioArgs,
+    },
+    /// List the built-in scenarios.
+    Scenarios,
+    /// Print a built-in scenario as TOML.
+    Show {
+        /// The built-in's name (see `mmsim scenarios`).
+        name: String,
+    },
+}
+
+/// Selects a scenario and its overrides.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct ScenarioArgs {
+    /// A scenario file, or the name of a built-in scenario.
+    #[arg(value_name = "SCENARIO", default_value = "default")]
+    pub scenario: String,
+    /// Override a scenario field, e.g. `--set machine.memory=8GiB` (repeatable; applied in order).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+impl ScenarioArgs {
+    /// Loads and validates the selected scenario with its overrides.
+    pub fn load(&self) -> Result<Scenario, Failure> {
+        mm_scenario::load_named(&self.scenario, &self.set).map_err(|e| Failure::Usage(e.into()))
+    }
+}
+
+/// Why a command failed; the variant decides the exit code.
+#[derive(Debug)]
+pub enum Failure {
+    /// A usage or scenario error (exit code 2).
+    Usage(anyhow::Error),
+    /// The simulator failed (exit code 1).
+    Simulator(anyhow::Error),
+}
+
+impl Failure {
+    /// Returns the process exit code.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Usage(_) => 2,
+            Failure::Simulator(_) => 1,
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (Failure::Usage(e) | Failure::Simulator(e)) = self;
+        // `{:#}` joins the cause chain with ": " on one line.
+        write!(f, "{e:#}")
+    }
+}
+
+/// Runs `mmsim` with `args` (program name first), writing to `out` and `err`; returns the exit
+/// code.
+pub fn main_with<I, T>(args: I, out: &mut dyn Write, err: &mut dyn Write) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version go to stdout with code 0; usage errors to stderr with code 2.
+            let rendered = e.render();
+            return if e.use_stderr() {
+                let _ = write!(err, "{rendered}");
+                2
+            } else {
+                let _ = write!(out, "{rendered}");
+                0
+            };
+        }
+    };
+    match execute(&cli, out) {
+        Ok(()) => 0,
+        Err(failure) => {
+            let _ = writeln!(err, "mmsim: {failure}");
+            failure.exit_code()
+        }
+    }
+}
+
+/// Runs one parsed command, writing its output to `out`.
+pub fn execute(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
+    let text = match &cli.command {
+        Command::Boot {
+            scenario,
+            proc_file,
+        } => {
+            let scenario = scenario.load()?;
+            machine::boot(&scenario)?.proc_file(*proc_file)
+        }
+        Command::Run { scenario } => {
+            let loaded = scenario.load()?;
+            let machine = machine::boot(&loaded)?;
+            format!(
+                "{}\n{}",
+                describe(&loaded, &scenario.scenario),
+                run_summary(&machine).map_err(Failure::Simulator)?
+            )
+        }
+        Command::Scenarios => list_builtins(),
+        Command::Show { name } => mm_scenario::builtin(name)
+            .ok_or_else(|| {
+                Failure::Usage(anyhow::anyhow!(
+                    "unknown built-in scenario '{name}' (built-ins: {})",
+                    builtin_names()
+                ))
+            })?
+            .to_owned(),
+    };
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .context("cannot write to stdout")
+        .map_err(Failure::Simulator)
+}
+
+/// Returns the built-in names, comma separated.
+fn builtin_names() -> String {
+    let names: Vec<&str> = mm_scenario::builtins().iter().map(|(n, _)| *n).collect();
+    names.join(", ")
+}
+
+/// Lists the built-ins, one per line: the name, then its summary line.
+pub fn list_builtins() -> String {
+    let builtins = mm_scenario::builtins();
+    let width = builtins.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for (name, text) in builtins {
+        let summary = mm_scenario::summary(text).unwrap_or_default();
+        out.push_str(format!("{name:<width$}  {summary}").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Describes a scenario's machine in one line (`scenario default: 2 CPUs, 4 GiB`); `arg` (the
+/// name or path given) names a scenario without a `name`.
+pub fn describe(scenario: &Scenario, arg: &str) -> String {
+    let m = &scenario.machine;
+    format!(
+        "scenario {}: {} CPU{}, {}",
+        scenario.name.as_deref().unwrap_or(arg),
+        m.cpus,
+        if m.cpus == 1 { "" } else { "s" },
+        format_bytes(m.memory_bytes)
+    )
+}
