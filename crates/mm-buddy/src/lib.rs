@@ -606,9 +606,15 @@ impl Buddy {
     ) -> Option<Frame> {
         let boost_factor = self.boost_factor();
         let pfn = if pcp_allowed_order(order) {
-            self.with_pcp(pcp, |p| {
-                p.zones[z.id.index()].rmqueue(z, order, mt, boost_factor, flags.kswapd)
-            })?
+            let mut locked;
+            let p: &mut pcp::CpuPagesets = match pcp {
+                PcpRef::Lock(cpu) => {
+                    locked = self.cpus[cpu.index()].lock.lock();
+                    &mut locked
+                }
+                PcpRef::Held(g) => g,
+            };
+            p.zones[z.id.index()].rmqueue(z, order, mt, boost_factor, flags.kswapd)?
         } else {
             let mut fa = z.free.lock();
             let pfn = z.rmqueue_locked(&mut fa, order, mt, boost_factor, flags.kswapd)?;
@@ -822,15 +828,8 @@ impl Buddy {
     /// On a double free or a frame outside every zone: both are simulator bugs.
     #[inline]
     pub fn free(&self, cpu: CpuId, frame: Frame) {
-        self.free_inner(&mut PcpRef::Lock(cpu), frame);
-    }
-
-    #[inline(always)]
-    fn with_pcp<R>(&self, pcp: &mut PcpRef<'_>, f: impl FnOnce(&mut pcp::CpuPagesets) -> R) -> R {
-        match pcp {
-            PcpRef::Lock(cpu) => f(&mut self.cpus[cpu.index()].lock.lock()),
-            PcpRef::Held(g) => f(g),
-        }
+        let (pfn, order) = frame.into_raw();
+        self.free_inner(&mut PcpRef::Lock(cpu), pfn, order);
     }
 
     /// Returns a CPU's pcp lists locked for a run of operations (see [`PcpLocked`]).
@@ -843,8 +842,7 @@ impl Buddy {
     }
 
     #[inline(always)]
-    fn free_inner(&self, pcp: &mut PcpRef<'_>, frame: Frame) {
-        let (pfn, order) = frame.into_raw();
+    fn free_inner(&self, pcp: &mut PcpRef<'_>, pfn: Pfn, order: Order) {
         let z = self.zone_for_free(pfn);
         let p = self.mem.page(pfn);
         assert!(
@@ -865,9 +863,15 @@ impl Buddy {
                 }
                 mt = MigrateType::Movable;
             }
-            self.with_pcp(pcp, |p| {
-                p.zones[z.id.index()].free_commit(z, pfn, mt, order)
-            });
+            let mut locked;
+            let p: &mut pcp::CpuPagesets = match pcp {
+                PcpRef::Lock(cpu) => {
+                    locked = self.cpus[cpu.index()].lock.lock();
+                    &mut locked
+                }
+                PcpRef::Held(g) => g,
+            };
+            p.zones[z.id.index()].free_commit(z, pfn, mt, order);
         } else {
             z.free_one_page(pfn, order);
         }
@@ -1174,9 +1178,15 @@ impl PcpLocked<'_> {
             kswapd: gfp.contains(Gfp::KSWAPD_RECLAIM),
         };
         let guard = self.guard.as_mut().expect("PcpLocked holds its lock");
-        if let Some(f) =
-            b.get_page_from_freelist(&mut PcpRef::Held(guard), order, gfp, fast, highest)
-        {
+        let mut pcp = PcpRef::Held(guard);
+        // Order 0 is most requests: a copy of the fast path with the order a constant lets the
+        // compiler fold the order arithmetic away.
+        let hit = if order == Order::ZERO {
+            b.get_page_from_freelist(&mut pcp, Order::ZERO, gfp, fast, highest)
+        } else {
+            b.get_page_from_freelist(&mut pcp, order, gfp, fast, highest)
+        };
+        if let Some(f) = hit {
             return Ok(f);
         }
         // The slow path may reclaim, drain every CPU or wait: never with a pcp lock held.
@@ -1190,7 +1200,14 @@ impl PcpLocked<'_> {
     #[inline]
     pub fn free(&mut self, frame: Frame) {
         let guard = self.guard.as_mut().expect("PcpLocked holds its lock");
-        self.buddy.free_inner(&mut PcpRef::Held(guard), frame);
+        let mut pcp = PcpRef::Held(guard);
+        if frame.order() == Order::ZERO {
+            let (pfn, _) = frame.into_raw();
+            self.buddy.free_inner(&mut pcp, pfn, Order::ZERO);
+        } else {
+            let (pfn, order) = frame.into_raw();
+            self.buddy.free_inner(&mut pcp, pfn, order);
+        }
     }
 
     /// Drops and retakes the lock, letting a waiting remote drain in (a preemption point).
