@@ -57,16 +57,16 @@ impl FreeSummary {
             bail!("meminfo reports more free memory than total: {meminfo:?}");
         }
         let buff_cache = buffers + cached + reclaimable;
-        let mem_used = (mem_total - mem_free)
-            .checked_sub(buff_cache)
-            .unwrap_or(mem_total - mem_free);
+        // procps-ng 4 (the `free` users have): used = MemTotal - MemAvailable.
+        let available = field("MemAvailable")?;
+        let mem_used = mem_total.saturating_sub(available);
         Ok(FreeSummary {
             mem_total,
             mem_used,
             mem_free,
             shared: field("Shmem")?,
             buff_cache,
-            available: field("MemAvailable")?,
+            available,
             swap_total,
             swap_used: swap_total - swap_free,
             swap_free,

@@ -184,8 +184,8 @@ fn free_table_matches_procps_layout_and_formulas() {
         s,
         FreeSummary {
             mem_total: 24_684_084,
-            // 24684084 - 21713640 - 41836 - 2451700 - 86692.
-            mem_used: 390_216,
+            // MemTotal - MemAvailable = 24684084 - 24027356, as procps-ng 4 computes it.
+            mem_used: 656_728,
             mem_free: 21_713_640,
             shared: 8872,
             buff_cache: 2_580_228,
@@ -195,25 +195,25 @@ fn free_table_matches_procps_layout_and_formulas() {
             swap_free: 1_048_572,
         }
     );
-    // procps-ng 4.0.2 `free -m` on this host printed the same columns except `used` (641,
-    // which is MemTotal - MemAvailable) and the swap row (this host has no swap).
+    // procps-ng 4.0.2 `free -m` on this host printed the same Mem row (used 641 =
+    // MemTotal - MemAvailable); its swap row differs only because this host has no swap.
     assert_eq!(
         s.render_mebibytes(),
         "               total        used        free      shared  buff/cache   available\n\
-         Mem:           24105         381       21204           8        2519       23464\n\
+         Mem:           24105         641       21204           8        2519       23464\n\
          Swap:           2047        1024        1023\n"
     );
 }
 
 #[test]
-fn free_used_falls_back_when_caches_exceed_the_difference() {
+fn free_used_is_total_minus_available() {
     let meminfo = "MemTotal: 10240 kB\nMemFree: 8192 kB\nMemAvailable: 9216 kB\nBuffers: 0 kB\n\
                    Cached: 4096 kB\nSReclaimable: 0 kB\nShmem: 0 kB\nSwapTotal: 0 kB\nSwapFree: 0 kB\n";
     let s = FreeSummary::from_meminfo(meminfo).unwrap();
-    assert_eq!(s.mem_used, 2048);
+    assert_eq!(s.mem_used, 1024);
     assert_eq!(
         s.render_mebibytes().lines().nth(1),
-        Some("Mem:              10           2           8           0           4           9")
+        Some("Mem:              10           1           8           0           4           9")
     );
 }
 

@@ -8,8 +8,22 @@ pub enum BootError {
     Config(String),
     /// The page allocator refused the zones or sysctls.
     #[error("machine: {0}")]
-    Buddy(#[from] mm_buddy::ConfigError),
+    Buddy(mm_buddy::ConfigError),
     /// The host would not reserve simulated RAM.
     #[error("machine: {0}")]
-    Phys(#[from] mm_phys::PhysError),
+    Phys(mm_phys::PhysError),
+}
+
+// The inner error is part of the message, so it is not also reported as a `source` (an error
+// chain would print it twice).
+impl From<mm_buddy::ConfigError> for BootError {
+    fn from(e: mm_buddy::ConfigError) -> Self {
+        BootError::Buddy(e)
+    }
+}
+
+impl From<mm_phys::PhysError> for BootError {
+    fn from(e: mm_phys::PhysError) -> Self {
+        BootError::Phys(e)
+    }
 }
