@@ -12,6 +12,15 @@ pub enum BootError {
     /// The host would not reserve simulated RAM.
     #[error("machine: {0}")]
     Phys(mm_phys::PhysError),
+    /// The slab allocator could not create its boot caches.
+    #[error("machine: {0}")]
+    Slab(mm_slab::BootError),
+}
+
+impl From<mm_slab::BootError> for BootError {
+    fn from(e: mm_slab::BootError) -> Self {
+        BootError::Slab(e)
+    }
 }
 
 // The inner error is part of the message, so it is not also reported as a `source` (an error

@@ -4,11 +4,12 @@
 //! This crate owns:
 //! - the machine configuration types ([`MachineConfig`], [`ZoneSpec`], [`Sysctl`]), which
 //!   `mm-scenario` fills from a scenario file;
-//! - [`Machine`]: simulated RAM ([`mm_phys::PhysMem`]) and the page allocator
-//!   ([`mm_buddy::Buddy`]) booted from the configuration, with zones derived from the memory size
+//! - [`Machine`]: simulated RAM ([`mm_phys::PhysMem`]), the page allocator
+//!   ([`mm_buddy::Buddy`]) and the slab ([`mm_slab::SlabAllocator`], with the kernel's boot and
+//!   standard caches) booted from the configuration, with zones derived from the memory size
 //!   when the configuration does not list them;
-//! - the `/proc` renderers ([`ProcFile`]): `meminfo`, `zoneinfo`, `buddyinfo` and `vmstat`, in
-//!   Linux 6.18's exact text formats, so procps tools read a snapshot directory.
+//! - the `/proc` renderers ([`ProcFile`]): `meminfo`, `zoneinfo`, `buddyinfo`, `vmstat` and
+//!   `slabinfo`, in Linux 6.18's exact text formats, so procps tools read a snapshot directory.
 //!
 //! Later issues add the CPU and daemon actors, processes, the sampler, the invariant checker
 //! and the watchdog here; the allocator's slow path ([`mm_buddy::SlowPath`]) is where kswapd,
@@ -34,6 +35,7 @@ pub use procfs::ProcFile;
 
 use mm_buddy::{Buddy, BuddyConfig, ZoneConfig};
 use mm_phys::PhysMem;
+use mm_slab::SlabAllocator;
 use mm_sync::sync::Arc;
 use mm_types::{Pfn, ZoneId, PAGE_SIZE};
 
@@ -52,6 +54,7 @@ pub struct Machine {
     config: MachineConfig,
     zones: Vec<ZoneSpec>,
     buddy: Arc<Buddy>,
+    slab: SlabAllocator,
 }
 
 impl Machine {
@@ -96,10 +99,13 @@ impl Machine {
                 thp_enabled: THP_ENABLED,
             },
         )?;
+        let buddy = Arc::new(buddy);
+        let slab = SlabAllocator::new(buddy.clone())?;
         Ok(Machine {
             config: config.clone(),
             zones,
-            buddy: Arc::new(buddy),
+            buddy,
+            slab,
         })
     }
 
@@ -116,6 +122,11 @@ impl Machine {
     /// Returns the page allocator.
     pub fn buddy(&self) -> &Arc<Buddy> {
         &self.buddy
+    }
+
+    /// Returns the slab allocator.
+    pub fn slab(&self) -> &SlabAllocator {
+        &self.slab
     }
 
     /// Renders one `/proc` file.

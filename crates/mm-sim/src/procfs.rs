@@ -23,15 +23,18 @@ pub enum ProcFile {
     Buddyinfo,
     /// `/proc/vmstat`.
     Vmstat,
+    /// `/proc/slabinfo` (version 2.1).
+    Slabinfo,
 }
 
 impl ProcFile {
     /// Every renderable file.
-    pub const ALL: [ProcFile; 4] = [
+    pub const ALL: [ProcFile; 5] = [
         ProcFile::Meminfo,
         ProcFile::Zoneinfo,
         ProcFile::Buddyinfo,
         ProcFile::Vmstat,
+        ProcFile::Slabinfo,
     ];
 
     /// Returns the file name under `/proc`.
@@ -41,6 +44,7 @@ impl ProcFile {
             ProcFile::Zoneinfo => "zoneinfo",
             ProcFile::Buddyinfo => "buddyinfo",
             ProcFile::Vmstat => "vmstat",
+            ProcFile::Slabinfo => "slabinfo",
         }
     }
 }
@@ -305,6 +309,8 @@ impl Snapshot {
         }
         let pgalloc: u64 = events.pgalloc.iter().sum();
         c.insert("pgfree", events.pgfree);
+        c.insert("nr_slab_reclaimable", m.slab().slab_reclaimable_pages());
+        c.insert("nr_slab_unreclaimable", m.slab().slab_unreclaimable_pages());
         // One node: every allocation is a local hit (counted in pages, as `zone_statistics`).
         c.insert("numa_hit", pgalloc);
         c.insert("numa_local", pgalloc);
@@ -363,6 +369,7 @@ pub(crate) fn render(m: &Machine, file: ProcFile) -> String {
         ProcFile::Zoneinfo => zoneinfo(&s, m.config().cpus as usize),
         ProcFile::Buddyinfo => buddyinfo(&s),
         ProcFile::Vmstat => vmstat(&s),
+        ProcFile::Slabinfo => mm_slab::render_slabinfo(m.slab()),
     }
 }
 
