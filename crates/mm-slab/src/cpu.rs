@@ -29,7 +29,7 @@ use mm_phys::PageFlags;
 use mm_sync::sync::atomic::Ordering;
 use mm_sync::sync::Arc;
 use mm_types::{CpuId, Gfp, Order, Pfn, PhysAddr};
-use std::cell::{RefCell, RefMut};
+use std::cell::{Cell, RefCell, RefMut};
 use std::fmt;
 use std::marker::PhantomData;
 
@@ -87,6 +87,9 @@ pub struct SlabCpu<'a> {
     /// The CPU's pcp lists, when the caller holds them across its quantum: slab pages then
     /// come from and go to them.
     pcp: Option<RefCell<PcpLocked<'a>>>,
+    /// The kmalloc cache of this handle's last `kmalloc`: a `kfree` of an object in that
+    /// cache's CPU slab needs no page-descriptor lookup to find its cache.
+    kfree_hint: Cell<Option<&'a KmemCache>>,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -137,6 +140,7 @@ impl<'a> SlabCpu<'a> {
             cpu,
             mode: pin(&slab.core, cpu, exclusive),
             pcp: pcp.map(RefCell::new),
+            kfree_hint: Cell::new(None),
             _not_send: PhantomData,
         }
     }
@@ -192,7 +196,7 @@ impl<'a> SlabCpu<'a> {
     }
 
     /// Pops the CPU freelist (`slab_alloc_node` fast path), or returns `None` for the slow path.
-    #[inline]
+    #[inline(always)]
     fn alloc_fast(&self, cache: &KmemCache) -> Option<u64> {
         if self.mode == PinMode::Remote {
             return None;
@@ -226,7 +230,7 @@ impl<'a> SlabCpu<'a> {
     }
 
     /// Pushes onto the CPU freelist (`do_slab_free` fast path); false for the slow path.
-    #[inline]
+    #[inline(always)]
     fn free_fast(&self, cache: &KmemCache, addr: u64) -> bool {
         let c = cache.cpu_slab(self.cpu);
         let mem = &*self.core().mem;
@@ -243,11 +247,9 @@ impl<'a> SlabCpu<'a> {
                 return false;
             }
             let next = if fl == FL_NIL { FREE_END } else { fl << 3 };
-            assert!(
-                next != addr,
-                "double free of {addr:#x} in cache {}",
-                cache.name()
-            );
+            if next == addr {
+                double_free(cache, addr);
+            }
             cache.set_freepointer(mem, addr, next);
             if self.commit(c, cur, fl_encode(addr) | cache.next_tid(cur)) {
                 return true;
@@ -256,7 +258,7 @@ impl<'a> SlabCpu<'a> {
     }
 
     /// Publishes a fast-path update of the CPU state.
-    #[inline]
+    #[inline(always)]
     fn commit(&self, c: &KmemCacheCpu, cur: u64, new: u64) -> bool {
         if self.mode == PinMode::Exclusive {
             c.state.store(new, Ordering::Release);
@@ -287,7 +289,9 @@ impl<'a> SlabCpu<'a> {
         match kmalloc_index(size) {
             Some(idx) => {
                 let kind = gfp.contains(Gfp::RECLAIMABLE) as usize;
-                self.alloc(&self.slab.kmalloc[kind][idx], gfp)
+                let cache: &'a KmemCache = &self.slab.kmalloc[kind][idx];
+                self.kfree_hint.set(Some(cache));
+                self.alloc(cache, gfp)
             }
             None => self.kmalloc_large(size, gfp),
         }
@@ -300,6 +304,12 @@ impl<'a> SlabCpu<'a> {
     /// If `obj` is neither a slab object nor a large kmalloc block.
     #[inline]
     pub fn kfree(&self, obj: SlabObj) {
+        if let Some(cache) = self.kfree_hint.get() {
+            // An object inside that cache's CPU slab range belongs to that cache.
+            if self.mode != PinMode::Remote && self.free_fast(cache, obj.addr.0) {
+                return;
+            }
+        }
         let page = self.core().mem.page(obj.addr.pfn());
         let mapping = page.mapping();
         if !page.test(PageFlags::SLAB) {
@@ -409,6 +419,7 @@ impl<'a> SlabCpu<'a> {
     /// the objects remote CPUs freed to the CPU slab, else from a partial slab, else from a new
     /// slab, allocated with no lock of this crate held.
     #[cold]
+    #[inline(never)]
     fn alloc_slow(&self, cache: &KmemCache, gfp: Gfp) -> Result<u64, SlabError> {
         let core = self.core();
         if self.mode == PinMode::Remote {
@@ -438,17 +449,24 @@ impl<'a> SlabCpu<'a> {
             self.publish(cache, c, busy, FREE_END);
         }
         let (head, f) = cache.new_slab(core, self, gfp, true)?;
-        let _local = c.lock.lock();
-        let (fl, busy) = self.claim(cache, c);
-        if c.end.load(Ordering::Relaxed) != 0 {
-            // Another user of this CPU installed a slab meanwhile: retire it.
-            let old = PhysAddr(c.base.load(Ordering::Relaxed)).pfn();
+        let (obj, retired) = {
+            let _local = c.lock.lock();
+            let (fl, busy) = self.claim(cache, c);
+            // Another user of this CPU may have installed a slab meanwhile: retire it below,
+            // after the local lock is dropped (retiring may free pages).
+            let retired = (c.end.load(Ordering::Relaxed) != 0)
+                .then(|| (PhysAddr(c.base.load(Ordering::Relaxed)).pfn(), fl));
+            debug_assert!(
+                retired.is_some() || fl == FREE_END,
+                "a CPU freelist without a slab"
+            );
+            self.install(cache, c, head);
+            (self.take_first(cache, c, busy, f), retired)
+        };
+        if let Some((old, fl)) = retired {
             cache.deactivate_slab(core, self, old, fl);
-        } else {
-            debug_assert!(fl == FREE_END, "a CPU freelist without a CPU slab");
         }
-        self.install(cache, c, head);
-        Ok(self.take_first(cache, c, busy, f))
+        Ok(obj)
     }
 
     /// Makes `head` the CPU slab (under a claim).
@@ -554,6 +572,14 @@ impl<'a> SlabCpu<'a> {
     pub(crate) fn cpu_slab_snapshot(&self, cache: &KmemCache) -> Option<(Pfn, u64)> {
         crate::cache::cpu_slab_snapshot(cache.cpu_slab(self.cpu))
     }
+}
+
+/// Reports a free of the object at the head of the CPU freelist (the naive double-free check
+/// of `CONFIG_SLAB_FREELIST_HARDENED`): a simulator bug.
+#[cold]
+#[inline(never)]
+fn double_free(cache: &KmemCache, addr: u64) -> ! {
+    panic!("double free of {addr:#x} in cache {}", cache.name())
 }
 
 impl PageOps for SlabCpu<'_> {

@@ -36,14 +36,16 @@
 //!   of that CPU's active slab.
 //!
 //! # Locking protocol
-//! Lock order: CPU pin → per-CPU `local_lock` (slow paths only) → node `list_lock` → the buddy
-//! allocator's pcp and zone locks (only to free a slab). Pins never block. The fast paths take
-//! no lock: an exclusive pin commits with a store, a shared pin with a compare-and-swap of the
-//! (freelist, tid) word. A slow path first claims the word (BUSY, new tid), which fails every
-//! concurrent fast path of a sharer. No lock of this crate is held while the buddy allocator
-//! allocates, because its slow path may reclaim through the shrinkers. The cache list mutex
-//! (`slab_mutex`) and the shrinker-list mutex are never held across other locks of this crate.
-//! The dentry cache's mutex is never held while allocating or freeing slab objects.
+//! Lock order: (a CPU actor's held pcp lists, [`SlabAllocator::cpu_with_pcp`]) → CPU pin →
+//! per-CPU `local_lock` (slow paths only) → node `list_lock`. Pins never block. The fast paths
+//! take no lock: an exclusive pin commits with a store, a shared pin with a compare-and-swap of
+//! the (freelist, tid) word. A slow path first claims the word (BUSY, new tid), which fails
+//! every concurrent fast path of a sharer. The buddy allocator is called with no lock of this
+//! crate held, for allocating (its slow path may reclaim through the shrinkers) and for freeing
+//! (its pcp lock may be held by a CPU actor for a quantum); slab pages of a pin made with held
+//! pcp lists go through those lists. The cache list mutex (`slab_mutex`) and the shrinker-list
+//! mutex are never held across other locks of this crate. The dentry cache's mutex is never
+//! held while allocating or freeing slab objects.
 #![deny(unsafe_code)]
 
 mod cache;

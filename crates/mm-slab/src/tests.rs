@@ -997,3 +997,64 @@ fn a_cpu_holding_its_pcp_lists_gets_slab_pages_through_them() {
         "into_pcp released the CPU"
     );
 }
+
+/// Two threads share CPU 0 (as tasks preempting each other on one CPU would): every fast path
+/// commits by compare-and-swap with the tid, slow paths claim the CPU slab; objects stay
+/// unique and stamped, and all come back.
+#[test]
+fn two_threads_sharing_one_cpu_never_share_an_object() {
+    let s = Arc::new(slab(2, 1 << 13));
+    let c = s
+        .create_cache("shared", 96, 0, SlabFlags::empty(), None)
+        .unwrap();
+    let free0 = free_pages(&s);
+    let started = Arc::new(mm_sync::sync::atomic::AtomicUsize::new(0));
+    let workers: Vec<_> = (0..2u64)
+        .map(|t| {
+            let (s, c, started) = (s.clone(), c.clone(), started.clone());
+            mm_sync::thread::spawn(move || {
+                let h = s.cpu_shared(C0);
+                assert_eq!(h.mode(), PinMode::Shared);
+                let mem = h.mem();
+                let mut mine: Vec<SlabObj> = Vec::new();
+                // Start together, so the two really interleave on CPU 0's freelist.
+                started.fetch_add(1, mm_sync::sync::atomic::Ordering::AcqRel);
+                while started.load(mm_sync::sync::atomic::Ordering::Acquire) < 2 {
+                    mm_sync::hint::spin_loop();
+                }
+                for i in 0..100_000u64 {
+                    if i % 5 < 3 || mine.is_empty() {
+                        let o = h.alloc(&c, K).unwrap();
+                        let a = o.addr().0;
+                        for w in 0..12 {
+                            mem.write_u64(PhysAddr(a + 8 * w), a ^ t ^ w).unwrap();
+                        }
+                        mine.push(o);
+                    } else {
+                        let o = mine.swap_remove((i as usize * 13) % mine.len());
+                        let a = o.addr().0;
+                        for w in 0..12 {
+                            assert_eq!(
+                                mem.read_u64(PhysAddr(a + 8 * w)),
+                                Ok(a ^ t ^ w),
+                                "{a:#x} was shared"
+                            );
+                        }
+                        h.free(&c, o);
+                    }
+                }
+                for o in mine {
+                    h.free(&c, o);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    s.check_invariants().unwrap();
+    let n = s.cache_counts(&c).unwrap();
+    assert_eq!(n.free_objects, n.total_objects);
+    s.shrink_cache(C1, &c);
+    assert_eq!(free_pages(&s), free0);
+}
