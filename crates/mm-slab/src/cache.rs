@@ -665,7 +665,10 @@ impl KmemCache {
         let mut seen = BTreeSet::new();
         let mut check_slab = |head: Pfn, want: OnList, cpu_fl: Option<u64>| {
             let p = mem.page(head);
-            if !p.test(PageFlags::SLAB) || p.mapping() != self.id as u64 + 1 || p.mapcount() != 0 {
+            if !p.test(PageFlags::SLAB)
+                || p.mapping() != self.id as u64 + 1
+                || p.private() & crate::slab::TAIL != 0
+            {
                 return Err(err(format!("{head:?} is not a head page of this cache")));
             }
             let m = meta(mem, head);

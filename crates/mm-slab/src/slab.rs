@@ -6,9 +6,10 @@
 //! `s->offset` inside it, in simulated RAM, and the last one holds [`FREE_END`].
 //!
 //! Descriptor fields (every page of the slab): flags `SLAB` (and `HEAD` on the head page of a
-//! multi-page slab), `mapping` = cache id + 1, `mapcount` = the page's offset from the head.
-//! Head page only: `index` = the slab's own freelist, `private` = [`SlabMeta`]. The head
-//! page's LRU links thread it on its node's partial or full list. After the slab is created,
+//! multi-page slab), `mapping` = cache id + 1. Tail pages: `private` = [`TAIL`] | the head pfn
+//! (`compound_head`). Head page: `index` = the slab's own freelist, `private` = [`SlabMeta`]
+//! (which never has the `TAIL` bit). The head page's LRU links thread it on its node's partial
+//! or full list. `mapcount` and `refcount` keep the values the buddy allocator gave them. After the slab is created,
 //! `index`, `private` and the links change only under the node's `list_lock`.
 
 use mm_phys::{PageFlags, PhysMem};
@@ -16,6 +17,9 @@ use mm_types::{Pfn, PhysAddr};
 
 /// The free pointer of the last free object (`NULL`).
 pub(crate) const FREE_END: u64 = u64::MAX;
+
+/// Marks a tail page's `private` as holding its head pfn.
+pub(crate) const TAIL: u64 = 1 << 63;
 
 /// `page->mapping` of the head page of a large kmalloc block (`kmalloc_large`).
 pub(crate) const LARGE_KMALLOC: u64 = u64::MAX - 1;
@@ -76,7 +80,12 @@ impl SlabMeta {
 #[inline]
 pub(crate) fn slab_head(mem: &PhysMem, obj: u64) -> Pfn {
     let pfn = PhysAddr(obj).pfn();
-    Pfn(pfn.0 - mem.page(pfn).mapcount() as u64)
+    let p = mem.page(pfn).private();
+    if p & TAIL != 0 {
+        Pfn(p & !TAIL)
+    } else {
+        pfn
+    }
 }
 
 /// Reads a slab's counters.
@@ -114,8 +123,7 @@ pub(crate) fn init_slab_pages(mem: &PhysMem, head: Pfn, order: u32, cache_id: u3
         };
         p.set_flags(f);
         p.set_mapping(cache_id as u64 + 1);
-        p.set_mapcount(i as i32);
-        p.set_private(0);
+        p.set_private(if i == 0 { 0 } else { TAIL | head.0 });
         p.set_index(0);
     }
 }
@@ -127,7 +135,6 @@ pub(crate) fn clear_slab_pages(mem: &PhysMem, head: Pfn, order: u32) {
         let p = mem.page(head.add(i));
         p.set_flags(PageFlags::empty());
         p.set_mapping(0);
-        p.set_mapcount(0);
         p.set_private(0);
         p.set_index(0);
     }
