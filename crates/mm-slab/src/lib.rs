@@ -465,3 +465,7 @@ mod loom_freelist;
 #[cfg(all(test, mm_loom))]
 #[path = "tests/loom_b10.rs"]
 mod loom_b10;
+
+#[cfg(all(test, mm_loom))]
+#[path = "tests/loom_slowpath.rs"]
+mod loom_slowpath;
