@@ -1,0 +1,6 @@
+//! Tests: ordinary tests in the std runtime; under `--cfg mm_loom` only the loom models.
+
+mod fixture;
+
+#[cfg(not(mm_loom))]
+mod basics;

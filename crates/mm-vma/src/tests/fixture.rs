@@ -1,0 +1,173 @@
+//! A small machine for the tests: RAM, the page allocator, the MMU with its CPUs, and the VMA
+//! layer; plus a file of fixed pages standing in for the page cache.
+
+use crate::{CpuCtx, FileFaultError, FilePage, Hooks, VmConfig, VmFile, VmSys};
+use mm_buddy::{Buddy, BuddyConfig, ZoneConfig};
+use mm_mmu::{Mmu, MmuConfig, TlbConfig, TlbGeometry};
+use mm_phys::{PageFlags, PhysMem};
+use mm_sync::sync::Arc;
+use mm_types::{CpuId, Gfp, Order, Pfn, ZoneId};
+
+/// A booted machine.
+pub(crate) struct Machine {
+    pub(crate) sys: Arc<VmSys>,
+    pub(crate) cpus: Vec<CpuCtx>,
+}
+
+/// Boots `pages` frames of RAM (watermarks at zero) for `nr_cpus` CPUs.
+pub(crate) fn buddy(nr_cpus: u32, pages: u64) -> Arc<Buddy> {
+    let cfg = BuddyConfig {
+        nr_cpus,
+        zones: vec![ZoneConfig {
+            id: ZoneId::Dma,
+            start_pfn: Pfn(0),
+            spanned: pages,
+            present: pages,
+            managed: pages,
+        }],
+        min_free_kbytes: Some(0),
+        watermark_scale_factor: 10,
+        watermark_boost_factor: 0,
+        lowmem_reserve_ratio: [256, 256, 32, 0, 0],
+        percpu_pagelist_high_fraction: 0,
+        thp_enabled: false,
+    };
+    Arc::new(Buddy::new(Arc::new(PhysMem::new(Pfn(pages))), &cfg).expect("valid test machine"))
+}
+
+/// A machine with the default sysctls and hooks.
+pub(crate) fn machine(nr_cpus: u32, pages: u64) -> Machine {
+    machine_with(nr_cpus, pages, VmConfig::linux_default(), small_tlb(false))
+}
+
+/// The TLB geometry: the modern default, or a tiny one that evicts constantly.
+pub(crate) fn small_tlb(tiny: bool) -> TlbConfig {
+    if tiny {
+        let g = |entries, ways| TlbGeometry { entries, ways };
+        TlbConfig {
+            l1: g(4, 2),
+            l2: g(8, 2),
+        }
+    } else {
+        TlbConfig::modern_x86()
+    }
+}
+
+/// A machine with `cfg` and the given TLBs.
+pub(crate) fn machine_with(nr_cpus: u32, pages: u64, cfg: VmConfig, tlb: TlbConfig) -> Machine {
+    let mut mcfg = MmuConfig::x86_64(nr_cpus);
+    mcfg.tlb = tlb;
+    let (mmu, cpus) = Mmu::new(mcfg, buddy(nr_cpus, pages)).expect("valid MMU config");
+    let sys = VmSys::new(&mmu, cfg, Hooks::default(), CpuId(0)).expect("a zero page");
+    Machine {
+        sys,
+        cpus: cpus.into_iter().map(CpuCtx::new).collect(),
+    }
+}
+
+/// A process with the plain layout, created on CPU 0.
+pub(crate) fn process(m: &mut Machine, pid: u32) -> crate::AddressSpace {
+    crate::AddressSpace::new(
+        &m.sys,
+        &mut m.cpus[0],
+        mm_types::Pid(pid),
+        &crate::Layout::plain(),
+    )
+    .expect("memory for a process")
+}
+
+/// Free pages of the machine: the buddy lists plus every CPU's pcp lists.
+pub(crate) fn free_pages(sys: &VmSys) -> u64 {
+    sys.buddy().nr_free_pages() + sys.buddy().pcp_pages()
+}
+
+/// A file of `len` pages already in the "page cache": each page is allocated up front, holds
+/// `fill(index)` in every word, and keeps one cache reference.
+#[derive(Debug, Clone)]
+pub(crate) struct TestFile {
+    buddy: Arc<Buddy>,
+    mapping: u64,
+    pages: Arc<Vec<Pfn>>,
+    writable: bool,
+}
+
+impl TestFile {
+    pub(crate) fn new(
+        sys: &VmSys,
+        mapping: u64,
+        len: u64,
+        writable: bool,
+        fill: impl Fn(u64) -> u64,
+    ) -> TestFile {
+        let buddy = sys.buddy().clone();
+        let pages = (0..len)
+            .map(|i| {
+                let pfn = buddy
+                    .alloc(CpuId(0), Order::ZERO, Gfp::GFP_KERNEL)
+                    .expect("test RAM")
+                    .into_raw()
+                    .0;
+                let page = buddy.mem().page(pfn);
+                page.set_flags(PageFlags::UPTODATE);
+                page.set_mapping(mapping);
+                page.set_index(i);
+                buddy.mem().frame(pfn).expect("RAM").fill_words(fill(i));
+                pfn
+            })
+            .collect::<Vec<_>>();
+        let pages = Arc::new(pages);
+        TestFile {
+            buddy,
+            mapping,
+            pages,
+            writable,
+        }
+    }
+
+    /// The frame of page `i`.
+    pub(crate) fn pfn(&self, i: u64) -> Pfn {
+        self.pages[i as usize]
+    }
+
+    /// Drops the cache's references (truncate): call once nothing maps the file any more.
+    pub(crate) fn evict(&self) {
+        for &pfn in self.pages.iter() {
+            let page = self.buddy.mem().page(pfn);
+            assert_eq!(page.mapcount(), 0, "evicting a mapped page");
+            if page.put_testzero() {
+                page.set_flags(PageFlags::empty());
+                self.buddy
+                    .free(CpuId(0), mm_buddy::Frame::from_raw(pfn, Order::ZERO));
+            }
+        }
+    }
+}
+
+impl VmFile for TestFile {
+    fn mapping_id(&self) -> u64 {
+        self.mapping
+    }
+    fn path(&self) -> &str {
+        "/tmp/test-file"
+    }
+    fn dev(&self) -> (u32, u32) {
+        (0xfe, 0)
+    }
+    fn ino(&self) -> u64 {
+        4242
+    }
+    fn size_pages(&self) -> u64 {
+        self.pages.len() as u64
+    }
+    fn writable(&self) -> bool {
+        self.writable
+    }
+    fn fault(&self, _cpu: CpuId, index: u64) -> Result<FilePage, FileFaultError> {
+        let pfn = *self
+            .pages
+            .get(index as usize)
+            .ok_or(FileFaultError::BeyondEof)?;
+        self.buddy.mem().page(pfn).get();
+        Ok(FilePage { pfn, major: false })
+    }
+}
