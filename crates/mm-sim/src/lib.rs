@@ -28,6 +28,7 @@
 mod config;
 mod error;
 mod procfs;
+pub mod workload;
 
 pub use config::{MachineConfig, Sysctl, ZoneSpec};
 pub use error::BootError;
