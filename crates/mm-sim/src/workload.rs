@@ -179,3 +179,29 @@ pub trait Workload: Send {
         Integrity::default()
     }
 }
+
+/// A process to start during a run: its threads' workloads share one address space.
+pub struct ProcessPlan {
+    /// The command name (`/proc/PID/status` `Name:`).
+    pub name: String,
+    /// `oom_score_adj` (-1000..=1000).
+    pub oom_score_adj: i32,
+    /// The CPUs its threads may run on (`None`: any).
+    pub cpus: Option<Vec<mm_types::CpuId>>,
+    /// When it starts, from the start of the run.
+    pub start_after: Duration,
+    /// One workload per thread (at least one).
+    pub threads: Vec<Box<dyn Workload>>,
+}
+
+impl fmt::Debug for ProcessPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProcessPlan")
+            .field("name", &self.name)
+            .field("oom_score_adj", &self.oom_score_adj)
+            .field("cpus", &self.cpus)
+            .field("start_after", &self.start_after)
+            .field("threads", &self.threads.len())
+            .finish()
+    }
+}
