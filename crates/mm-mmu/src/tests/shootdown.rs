@@ -526,10 +526,12 @@ fn a_cpu_waiting_for_the_page_table_lock_still_acknowledges() {
     let mut cpu1 = cpus.pop().unwrap();
     let mut cpu0 = cpus.pop().unwrap();
     let mm = mm(&mmu);
+    // Both in the cpumask from the start: every flush of one needs the other's ack.
+    cpu0.switch_mm(&mm);
+    cpu1.switch_mm(&mm);
     let done = Arc::new(AtomicU64::new(0));
     let (mm1, done1) = (mm.clone(), done.clone());
     let h = thread::spawn(move || {
-        cpu1.switch_mm(&mm1);
         for _ in 0..ROUNDS {
             let pfn = alloc(&mm1);
             mm1.map(&mut cpu1, page(100), pfn, Prot::RW).unwrap();
@@ -546,7 +548,6 @@ fn a_cpu_waiting_for_the_page_table_lock_still_acknowledges() {
         cpu1.spin_until(|| (done1.load(Ordering::Acquire) == 2).then_some(()));
         cpu1
     });
-    cpu0.switch_mm(&mm);
     let pfn = alloc(&mm);
     mm.map(&mut cpu0, page(0), pfn, Prot::RW).unwrap();
     cpu0.store_u64(page(0), 42).unwrap();
@@ -561,7 +562,8 @@ fn a_cpu_waiting_for_the_page_table_lock_still_acknowledges() {
     let cpu1 = h.join().unwrap();
     assert_eq!(cpu0.stats().shootdowns, ROUNDS);
     assert_eq!(cpu1.stats().shootdowns, ROUNDS);
-    assert!(cpu0.stats().ipis_received > 0 && cpu1.stats().ipis_received > 0);
+    assert_eq!(cpu0.stats().ipis_received, ROUNDS);
+    assert_eq!(cpu1.stats().ipis_received, ROUNDS);
     drop(cpu1);
     cpu0.leave_mm();
     mm.exit_mmap(&mut cpu0, frame_of);
