@@ -10,7 +10,7 @@ use std::ops::Range;
 use toml::de::{DeArray, DeTable, DeValue};
 use toml::Spanned;
 
-use crate::error::{Bounds, Place, Problem, ScenarioError};
+use crate::error::{Bounds, FloatRange, Place, Problem, ScenarioError};
 
 /// A TOML value with its span.
 pub(crate) type Node<'i> = Spanned<DeValue<'i>>;
@@ -340,6 +340,67 @@ impl<'d, 'a> Table<'d, 'a> {
         match node.get_ref() {
             DeValue::String(s) => Ok(Spanned::new(node.span(), s.as_ref())),
             _ => Err(self.wrong_type(key, node, "a string")),
+        }
+    }
+
+    /// Returns the span of the key `key` itself (not its value), if present.
+    pub(crate) fn key_span(&self, key: &str) -> Option<Range<usize>> {
+        self.table
+            .iter()
+            .find(|(k, _)| k.get_ref().as_ref() == key)
+            .map(|(k, _)| k.span())
+    }
+
+    /// Returns the table's name for messages (`[machine]`, `[[process.phase]]`, …).
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Returns the number `key` (a float, or an integer read as one) within `range`, if
+    /// present.
+    pub(crate) fn float(
+        &self,
+        key: &str,
+        range: FloatRange,
+    ) -> Result<Option<Spanned<f64>>, ScenarioError> {
+        let Some(node) = self.get(key) else {
+            return Ok(None);
+        };
+        let value = match node.get_ref() {
+            DeValue::Float(f) => f
+                .as_str()
+                .replace('_', "")
+                .parse::<f64>()
+                .unwrap_or(f64::NAN),
+            DeValue::Integer(_) => int_in(
+                self.doc,
+                &self.key_path(key),
+                node,
+                Bounds::Range(i64::MIN, i64::MAX),
+            )? as f64,
+            _ => return Err(self.wrong_type(key, node, "a number")),
+        };
+        if !range.contains(value) {
+            return Err(self.doc.error(
+                node.span(),
+                Problem::FloatOutOfRange {
+                    key: self.key_path(key),
+                    value,
+                    range,
+                },
+            ));
+        }
+        Ok(Some(Spanned::new(node.span(), value)))
+    }
+
+    /// Returns the boolean `key`, if present.
+    pub(crate) fn boolean(&self, key: &str) -> Result<Option<bool>, ScenarioError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(node) => match node.get_ref() {
+                DeValue::Boolean(b) => Ok(Some(*b)),
+                _ => Err(self.wrong_type(key, node, "a boolean")),
+            },
         }
     }
 

@@ -108,6 +108,39 @@ impl fmt::Display for Bounds {
     }
 }
 
+/// An accepted range of floats.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FloatRange {
+    /// `x > 0` (and finite).
+    Positive,
+    /// `lo..=hi`.
+    Closed(f64, f64),
+    /// `lo < x < hi`.
+    Open(f64, f64),
+}
+
+impl FloatRange {
+    /// Returns true if `v` is accepted.
+    pub fn contains(self, v: f64) -> bool {
+        v.is_finite()
+            && match self {
+                FloatRange::Positive => v > 0.0,
+                FloatRange::Closed(lo, hi) => (lo..=hi).contains(&v),
+                FloatRange::Open(lo, hi) => lo < v && v < hi,
+            }
+    }
+}
+
+impl fmt::Display for FloatRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FloatRange::Positive => f.write_str("> 0"),
+            FloatRange::Closed(lo, hi) => write!(f, "{lo}..={hi}"),
+            FloatRange::Open(lo, hi) => write!(f, "{lo} < x < {hi}"),
+        }
+    }
+}
+
 /// What is wrong with a scenario. Keys are named by their full dotted path.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Problem {
@@ -288,6 +321,121 @@ pub enum Problem {
         memory: u64,
         /// One past the last zone's last pfn.
         end_pfn: u64,
+    },
+    /// A float outside its accepted range.
+    #[error("{key} = {value} is out of range {range}")]
+    FloatOutOfRange {
+        /// The full dotted key.
+        key: String,
+        /// The value given.
+        value: f64,
+        /// The accepted values.
+        range: FloatRange,
+    },
+    /// A duration string that does not parse.
+    #[error("{key} = \"{text}\" is not a duration (use \"500ms\", \"2s\", \"1min\" or a number of seconds)")]
+    BadDuration {
+        /// The full dotted key.
+        key: String,
+        /// The text given.
+        text: String,
+    },
+    /// A negative or non-finite number of seconds.
+    #[error("{key} = {value} is not a duration: a number of seconds is finite and >= 0")]
+    BadSeconds {
+        /// The full dotted key.
+        key: String,
+        /// The value given.
+        value: f64,
+    },
+    /// A size of zero bytes or 0%.
+    #[error("{key} is zero; a phase needs some memory")]
+    ZeroSize {
+        /// The full dotted key.
+        key: String,
+    },
+    /// A percentage of MemTotal above 100%.
+    #[error("{key} = {percent}% is more than 100% of MemTotal")]
+    PercentTooLarge {
+        /// The full dotted key.
+        key: String,
+        /// The percentage given.
+        percent: f64,
+    },
+    /// A percentage where a field needs an absolute size.
+    #[error("{key} must be a byte count, not a percentage")]
+    PercentNotBytes {
+        /// The full dotted key.
+        key: String,
+    },
+    /// A command name that is empty or longer than the kernel keeps.
+    #[error("process.name = \"{name}\" has {bytes} bytes; a command name has 1 to 15 (TASK_COMM_LEN is 16)")]
+    NameLength {
+        /// The name given.
+        name: String,
+        /// Its length in bytes.
+        bytes: usize,
+    },
+    /// A workload kind the format does not know.
+    #[error("unknown workload `{name}` (expected anon, mmap-churn, malloc, fork-cow or file)")]
+    UnknownWorkload {
+        /// The name given.
+        name: String,
+    },
+    /// The `file` workload, which needs the page cache.
+    #[error("workload `file` needs the page cache, not simulated yet")]
+    FileWorkload,
+    /// An access pattern the format does not know.
+    #[error("unknown pattern `{name}` (expected sequential, random, zipf, hotcold or stride)")]
+    UnknownPattern {
+        /// The name given.
+        name: String,
+    },
+    /// A key that means nothing for the rest of its table.
+    #[error("{key} applies only to {only}")]
+    NotApplicable {
+        /// The full dotted key.
+        key: String,
+        /// What it applies to (`pattern = "zipf"`, `workload = "anon"`, …).
+        only: &'static str,
+    },
+    /// Both `ops` and `duration` in one table.
+    #[error("{table} has both ops and duration; give exactly one")]
+    BothLengths {
+        /// The table (`[[process.phase]]`, `the top level`).
+        table: String,
+    },
+    /// Neither `ops` nor `duration` in a phase that needs a length.
+    #[error("{table} needs a length: give ops or duration ({workload} runs until stopped)")]
+    MissingLength {
+        /// The table.
+        table: String,
+        /// The phase's workload.
+        workload: &'static str,
+    },
+    /// `process.phase = []`.
+    #[error("process.phase is empty; a process needs at least one [[process.phase]]")]
+    NoPhases,
+    /// `process.cpus = []`.
+    #[error("process.cpus is empty; omit it to run on any CPU")]
+    NoCpus,
+    /// A CPU listed twice in `process.cpus`.
+    #[error("process.cpus lists CPU {cpu} twice")]
+    DuplicateCpu {
+        /// The CPU.
+        cpu: u32,
+    },
+    /// A `fork-cow` phase whose fork tree is too big to simulate.
+    #[error("fork-cow with children = {children} and generations = {generations} forks {processes} processes; at most {max}")]
+    ForkTreeTooLarge {
+        /// Children per fork.
+        children: u32,
+        /// Generations.
+        generations: u32,
+        /// Processes the tree would fork.
+        processes: u64,
+        /// The limit.
+        max: u64,
     },
     /// `vm.lowmem_reserve_ratio` with the wrong number of entries.
     #[error("sysctl.vm.lowmem_reserve_ratio must have exactly 5 entries (one per zone type), found {found}")]

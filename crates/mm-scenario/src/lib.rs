@@ -2,9 +2,14 @@
 //! whose [`MachineConfig`](mm_sim::MachineConfig) `mm-sim` boots.
 //!
 //! This crate owns:
-//! - the format itself: the top-level `name` and `description`, `[machine]` (`cpus`, `memory`,
-//!   `[[machine.zone]]`) and `[sysctl]` (`vm.*`), read by [`parse_str`], [`load`] and
-//!   [`load_named`];
+//! - the format itself: the top-level `name`, `description`, `duration`, `ops` and `seed`,
+//!   `[machine]` (`cpus`, `memory`, `[[machine.zone]]`), `[sysctl]` (`vm.*`) and `[[process]]`
+//!   with its `[[process.phase]]`s ([`ProcessSpec`], [`PhaseSpec`]), read by [`parse_str`],
+//!   [`load`] and [`load_named`];
+//! - the workloads: [`Scenario::plan`] turns the processes into
+//!   [`ProcessPlan`](mm_sim::workload::ProcessPlan)s whose threads are seeded generators
+//!   (`anon`, `mmap-churn`, `malloc`, `fork-cow`) that store values derived from (pid, address,
+//!   version) and check every load, counting [`Integrity`](mm_sim::workload::Integrity);
 //! - `--set KEY=VALUE` overrides, spliced into the parsed tree before validation;
 //! - sizes ([`Size`]): byte counts with binary suffixes, and percentages for the fields that
 //!   accept them;
@@ -18,7 +23,9 @@
 //! - A returned [`Scenario`] is valid: every rule of the format holds (CPUs in `1..=256`,
 //!   memory page-aligned in `16 MiB..=64 TiB`, zones known, unique, ascending, inside their
 //!   address ranges, non-overlapping, `managed <= present <= spanned`, covered by memory, and
-//!   every sysctl in its kernel range), so the simulator need not re-check them.
+//!   every sysctl in its kernel range, every process and phase within the rules of
+//!   `docs/scenarios.md`), so the simulator need not re-check them.
+//! - A plan is a pure function of the scenario, MemTotal and the seed.
 //! - Unknown keys are errors everywhere; nothing in a scenario is silently ignored.
 //! - Every error names exactly one place: `FILE:LINE:COL` (1-based, columns in characters) or
 //!   `--set KEY=VALUE`. When several things are wrong, the first one checked is reported.
@@ -30,24 +37,25 @@
 mod doc;
 mod error;
 mod machine;
+mod process;
 mod size;
 mod sysctl;
 #[cfg(all(test, not(mm_loom)))]
 mod tests;
+mod workload;
 
 use std::path::Path;
 
 use mm_sim::MachineConfig;
 
-pub use error::{Bounds, Place, Problem, ScenarioError};
+pub use error::{Bounds, FloatRange, Place, Problem, ScenarioError};
+pub use process::{Length, Pattern, PhaseSpec, ProcessSpec, Touch, WorkloadKind};
 pub use size::{format_bytes, Size, SizeError, GIB, KIB, MIB, TIB};
 
 use doc::{Doc, Table};
 
 /// A validated scenario.
-///
-/// Only the machine exists so far; the workloads (`processes`) join it later.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Scenario {
     /// The top-level `name`, if given (for built-ins, the built-in's name when absent).
     pub name: Option<String>,
@@ -55,6 +63,23 @@ pub struct Scenario {
     pub description: Option<String>,
     /// The machine to boot: `[machine]` plus `[sysctl]`.
     pub machine: MachineConfig,
+    /// The `[[process]]` tables, in order.
+    pub processes: Vec<ProcessSpec>,
+    /// The top-level `duration` or `ops`: when the run stops; `None` runs until every process
+    /// has exited.
+    pub length: Option<Length>,
+    /// The top-level `seed`, if given (`--seed` overrides it).
+    pub seed: Option<u64>,
+}
+
+impl Scenario {
+    /// Builds the processes to start: for each `[[process]]`, `count` processes of `threads`
+    /// threads, every thread a workload running the phases in order. Percent sizes are of
+    /// `mem_total_bytes`; thread `t` of instance `i` of the `k`-th `[[process]]` is seeded from
+    /// `(seed, k, i, t)`, so the same seed gives the same operation streams.
+    pub fn plan(&self, mem_total_bytes: u64, seed: u64) -> Vec<mm_sim::workload::ProcessPlan> {
+        workload::plan(&self.processes, mem_total_bytes, seed)
+    }
 }
 
 /// The built-in scenarios, as (name, TOML text), `default` first.
@@ -63,6 +88,11 @@ static BUILTINS: &[(&str, &str)] = &[
     (
         "boot-sample",
         include_str!("../testdata/host-6.18-2cpu.toml"),
+    ),
+    ("fork-cow", include_str!("../builtins/fork-cow.toml")),
+    (
+        "page-fault-scale",
+        include_str!("../builtins/page-fault-scale.toml"),
     ),
 ];
 
@@ -146,16 +176,31 @@ pub fn summary(src: &str) -> Option<String> {
     })
 }
 
-/// Reads the top level: `name`, `description`, `[machine]` and `[sysctl]`.
+/// Reads the top level: `name`, `description`, `duration`, `ops`, `seed`, `[machine]`,
+/// `[sysctl]` and `[[process]]`.
 fn read_scenario(root: &Table<'_, '_>) -> Result<Scenario, ScenarioError> {
-    root.deny_unknown(&["name", "description", "machine", "sysctl"])?;
+    root.deny_unknown(&[
+        "name",
+        "description",
+        "duration",
+        "ops",
+        "seed",
+        "machine",
+        "sysctl",
+        "process",
+    ])?;
     let name = root.string("name")?.map(|s| s.get_ref().to_string());
     let description = root.string("description")?.map(|s| s.get_ref().to_string());
+    let run = process::read_run(root)?;
     let machine = machine::read(&root.require_table("machine")?)?;
     let sysctl = sysctl::read(root.table("sysctl")?.as_ref())?;
+    let processes = process::read_processes(root, machine.cpus)?;
     Ok(Scenario {
         name,
         description,
         machine: machine.into_config(sysctl),
+        processes,
+        length: run.length,
+        seed: run.seed,
     })
 }

@@ -217,6 +217,123 @@ fn malformed_scenarios_name_the_place_and_the_problem() {
     }
 }
 
+/// A machine with one process of one `anon` phase, with lines replaced or (`"+N"`: after line
+/// N) inserted.
+fn proc_with(edits: &[(&str, &'static str)]) -> Vec<&'static str> {
+    let mut lines: Vec<&'static str> = vec![
+        "[machine]",           // 1
+        "cpus = 2",            // 2
+        "memory = \"4GiB\"",   // 3
+        "[[process]]",         // 4
+        "name = \"hog\"",      // 5
+        "[[process.phase]]",   // 6
+        "workload = \"anon\"", // 7
+        "size = \"40%\"",      // 8
+        "ops = 100",           // 9
+    ];
+    for (from, to) in edits {
+        if let Some(n) = from.strip_prefix('+') {
+            let n: usize = n.parse().unwrap();
+            lines.insert(n, to);
+        } else {
+            let i = lines.iter().position(|l| l == from);
+            let i = i.unwrap_or_else(|| panic!("no line `{from}`"));
+            lines[i] = to;
+        }
+    }
+    lines
+}
+
+#[test]
+fn malformed_processes_name_the_place_and_the_problem() {
+    #[rustfmt::skip]
+    let cases: Vec<(Vec<&str>, &[&str], &str)> = vec![
+        // Keys.
+        (proc_with(&[("+5", "colour = 1")]), &[],
+         "t.toml:6:1: unknown key `colour` in [[process]]"),
+        (proc_with(&[("+8", "sise = 1")]), &[],
+         "t.toml:9:1: unknown key `sise` in [[process.phase]]"),
+        (proc_with(&[("+9", "duration = \"2s\"")]), &[],
+         "t.toml:10:1: [[process.phase]] has both ops and duration; give exactly one"),
+        (proc_with(&[("ops = 100", "")]), &[],
+         "t.toml:6:1: [[process.phase]] needs a length: give ops or duration (anon runs until stopped)"),
+        (vec!["ops = 5", "duration = 3", "[machine]", "cpus = 1", "memory = \"1G\""], &[],
+         "t.toml:2:1: the top level has both ops and duration; give exactly one"),
+        (proc_with(&[("[[process.phase]]", ""), ("workload = \"anon\"", ""), ("size = \"40%\"", ""), ("ops = 100", "")]), &[],
+         "t.toml:4:1: missing key `phase` in [[process]]"),
+        (proc_with(&[("[[process.phase]]", "phase = []"), ("workload = \"anon\"", ""), ("size = \"40%\"", ""), ("ops = 100", "")]), &[],
+         "t.toml:6:9: process.phase is empty; a process needs at least one [[process.phase]]"),
+        (proc_with(&[("workload = \"anon\"", "")]), &[],
+         "t.toml:6:1: missing key `workload` in [[process.phase]]"),
+        // Process fields.
+        (proc_with(&[("name = \"hog\"", "name = \"kworker/u16:3-ev\"")]), &[],
+         "t.toml:5:8: process.name = \"kworker/u16:3-ev\" has 16 bytes; a command name has 1 to 15 (TASK_COMM_LEN is 16)"),
+        (proc_with(&[("name = \"hog\"", "name = \"\"")]), &[],
+         "t.toml:5:8: process.name = \"\" has 0 bytes; a command name has 1 to 15 (TASK_COMM_LEN is 16)"),
+        (proc_with(&[("+5", "count = -1")]), &[],
+         "t.toml:6:9: process.count = -1 is out of range 1..=4096"),
+        (proc_with(&[("+5", "threads = 0")]), &[],
+         "t.toml:6:11: process.threads = 0 is out of range 1..=1024"),
+        (proc_with(&[("+5", "oom_score_adj = 1001")]), &[],
+         "t.toml:6:17: process.oom_score_adj = 1001 is out of range -1000..=1000"),
+        (proc_with(&[("+5", "cpus = [0, 2]")]), &[],
+         "t.toml:6:12: process.cpus[1] = 2 is out of range 0..=1"),
+        (proc_with(&[("+5", "cpus = [1, 1]")]), &[],
+         "t.toml:6:12: process.cpus lists CPU 1 twice"),
+        (proc_with(&[("+5", "cpus = []")]), &[],
+         "t.toml:6:8: process.cpus is empty; omit it to run on any CPU"),
+        (proc_with(&[("+5", "start_after = \"2 hours\"")]), &[],
+         "t.toml:6:15: process.start_after = \"2 hours\" is not a duration (use \"500ms\", \"2s\", \"1min\" or a number of seconds)"),
+        (proc_with(&[("+5", "start_after = -1.5")]), &[],
+         "t.toml:6:15: process.start_after = -1.5 is not a duration: a number of seconds is finite and >= 0"),
+        // Workloads and sizes.
+        (proc_with(&[("workload = \"anon\"", "workload = \"anonymous\"")]), &[],
+         "t.toml:7:12: unknown workload `anonymous` (expected anon, mmap-churn, malloc, fork-cow or file)"),
+        (proc_with(&[("workload = \"anon\"", "workload = \"file\"")]), &[],
+         "t.toml:7:12: workload `file` needs the page cache, not simulated yet"),
+        (proc_with(&[("size = \"40%\"", "size = \"140%\"")]), &[],
+         "t.toml:8:8: process.phase.size = 140% is more than 100% of MemTotal"),
+        (proc_with(&[("size = \"40%\"", "size = \"0%\"")]), &[],
+         "t.toml:8:8: process.phase.size is zero; a phase needs some memory"),
+        (proc_with(&[("size = \"40%\"", "size = 0")]), &[],
+         "t.toml:8:8: process.phase.size is zero; a phase needs some memory"),
+        (proc_with(&[("+9", "write_ratio = 1.5")]), &[],
+         "t.toml:10:15: process.phase.write_ratio = 1.5 is out of range 0..=1"),
+        // Patterns.
+        (proc_with(&[("+9", "pattern = \"zipfian\"")]), &[],
+         "t.toml:10:11: unknown pattern `zipfian` (expected sequential, random, zipf, hotcold or stride)"),
+        (proc_with(&[("+9", "pattern = \"zipf\""), ("+10", "zipf_s = 0")]), &[],
+         "t.toml:11:10: process.phase.zipf_s = 0 is out of range > 0"),
+        (proc_with(&[("+9", "pattern = \"zipf\""), ("+10", "zipf_s = -0.5")]), &[],
+         "t.toml:11:10: process.phase.zipf_s = -0.5 is out of range > 0"),
+        (proc_with(&[("+9", "pattern = \"random\""), ("+10", "zipf_s = 1.1")]), &[],
+         "t.toml:11:1: process.phase.zipf_s applies only to pattern = \"zipf\""),
+        (proc_with(&[("+9", "pattern = \"hotcold\""), ("+10", "hot_fraction = 1")]), &[],
+         "t.toml:11:16: process.phase.hot_fraction = 1 is out of range 0 < x < 1"),
+        (proc_with(&[("+9", "pattern = \"stride\""), ("+10", "stride = \"5%\"")]), &[],
+         "t.toml:11:10: process.phase.stride must be a byte count, not a percentage"),
+        (proc_with(&[("+9", "pattern = \"stride\"")]), &[],
+         "t.toml:6:1: missing key `stride` in [[process.phase]]"),
+        (proc_with(&[("workload = \"anon\"", "workload = \"malloc\""), ("+9", "pattern = \"random\"")]), &[],
+         "t.toml:10:1: process.phase.pattern applies only to workload = \"anon\""),
+        (proc_with(&[("+9", "children = 2")]), &[],
+         "t.toml:10:1: process.phase.children applies only to workload = \"fork-cow\""),
+        (proc_with(&[("workload = \"anon\"", "workload = \"fork-cow\""), ("+9", "children = 64"), ("+10", "generations = 2")]), &[],
+         "t.toml:11:15: fork-cow with children = 64 and generations = 2 forks 4160 processes; at most 1024"),
+        (proc_with(&[("workload = \"anon\"", "workload = \"mmap-churn\""), ("+9", "touch_pages = \"some\"")]), &[],
+         "t.toml:10:15: process.phase.touch_pages must be a number of pages or \"all\", found a string"),
+        // Run-level keys and overrides.
+        (proc_with(&[("+0", "seed = -1")]), &[],
+         "t.toml:1:8: seed = -1 is out of range 0..=9223372036854775807"),
+        (proc_with(&[]), &["duration=soon"],
+         "--set duration=soon: duration = \"soon\" is not a duration (use \"500ms\", \"2s\", \"1min\" or a number of seconds)"),
+    ];
+    assert!(cases.len() >= 10);
+    for (lines, sets, expect) in &cases {
+        check_err(lines, sets, expect);
+    }
+}
+
 /// The zones of both real geometries, lowest first, with the given DMA32 and Normal `managed`.
 fn real_zones(dma32_managed: u64, normal_managed: u64) -> Vec<ZoneSpec> {
     vec![
@@ -451,7 +568,7 @@ fn loading_reports_unknown_names_and_unreadable_files() {
     let e = load_named("no-such-scenario", &[]).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "unknown scenario 'no-such-scenario' (not a file; built-ins: default, boot-sample)"
+        "unknown scenario 'no-such-scenario' (not a file; built-ins: default, boot-sample, fork-cow, page-fault-scale)"
     );
     let missing = testdata("missing.toml");
     let e = load(&missing, &[]).unwrap_err();
@@ -504,3 +621,5 @@ fn summary_prefers_the_description_then_the_first_comment() {
         Some("A plain 4 GiB, 2-CPU machine with the kernel's default sysctls")
     );
 }
+
+mod workload;
