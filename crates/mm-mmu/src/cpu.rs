@@ -33,6 +33,10 @@ struct AsidCtx {
     tlb_gen: u64,
 }
 
+/// Idle rounds a shootdown waits for acknowledgements before a debug build reports a stall
+/// (lower in unit tests, so the test of the report is quick).
+const STALL_IDLES: u64 = if cfg!(test) { 1 << 20 } else { 1 << 24 };
+
 /// A translation found by a walk.
 struct Walked {
     pfn: Pfn,
@@ -534,14 +538,31 @@ impl MmuCpu {
         }
     }
 
-    /// Waits until every CPU `req` went to has acknowledged, handling this CPU's IPIs
-    /// meanwhile; idles on this CPU's doorbell, which each acknowledgement and each IPI for
-    /// this CPU rings.
-    fn wait_for_acks(&mut self, req: &FlushRequest) {
+    /// Waits until every CPU `req` went to (`targets`) has acknowledged, handling this CPU's
+    /// IPIs meanwhile; idles on this CPU's doorbell, which each acknowledgement and each IPI
+    /// for this CPU rings.
+    ///
+    /// # Panics
+    /// In debug builds, after [`STALL_IDLES`] idle rounds (seconds; an acknowledgement takes
+    /// microseconds): some target is not handling its IPIs, which breaks the protocol (for
+    /// example, one thread driving several CPUs that are all in the cpumask).
+    fn wait_for_acks(&mut self, req: &FlushRequest, targets: &CpuMask) {
         let mut spins = 0u32;
+        let mut idles = 0u64;
         while req.pending.load(Ordering::Acquire) != 0 {
             if self.handle_ipis() == 0 {
                 self.doorbell.idle(&mut spins);
+                idles += 1;
+                if cfg!(debug_assertions) && idles == STALL_IDLES {
+                    panic!(
+                        "CPU {} has waited {idles} rounds for {} acknowledgement(s) of a TLB \
+                         shootdown sent to CPUs {targets:?}: every CPU in an mm's cpumask must \
+                         keep handling its IPIs (a thread driving several CPUs must leave_mm \
+                         on those it is not running)",
+                        self.cpu.0,
+                        req.pending.load(Ordering::Relaxed)
+                    );
+                }
             }
         }
     }
@@ -665,7 +686,7 @@ impl MmuCpu {
                 }
             }
         }
-        self.wait_for_acks(&req);
+        self.wait_for_acks(&req, &targets);
     }
 
     // ----- inspection -----

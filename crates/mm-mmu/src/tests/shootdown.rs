@@ -570,6 +570,27 @@ fn a_cpu_waiting_for_the_page_table_lock_still_acknowledges() {
 }
 
 #[test]
+fn a_shootdown_nobody_acknowledges_is_reported_in_debug_builds() {
+    if !cfg!(debug_assertions) {
+        return;
+    }
+    // One thread driving two CPUs that both have the mm loaded breaks the protocol: CPU 1
+    // never handles CPU 0's IPI. The wait reports it instead of hanging.
+    let (mmu, mut cpus) = machine(MmuConfig::x86_64(2), 64);
+    let mm = mm(&mmu);
+    cpus[0].switch_mm(&mm);
+    cpus[1].switch_mm(&mm);
+    let cpu0 = &mut cpus[0];
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| mm.flush_tlb_mm(cpu0)));
+    let msg = r
+        .expect_err("the wait must give up")
+        .downcast::<String>()
+        .unwrap();
+    assert!(msg.contains("must keep handling its IPIs"), "{msg}");
+    assert!(msg.contains("CPU 0") && msg.contains("{1}"), "{msg}");
+}
+
+#[test]
 fn a_daemon_flushes_reclaim_batches_and_kicks_the_target() {
     #[derive(Debug)]
     struct Count(Arc<AtomicU64>);
