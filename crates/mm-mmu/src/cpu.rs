@@ -507,7 +507,7 @@ impl MmuCpu {
         1 + self.handle_ipis()
     }
 
-    /// Flushes for one IPI, then acknowledges it.
+    /// Flushes for one IPI, then acknowledges it (by dropping it).
     fn handle_ipi(&mut self, ipi: Ipi) {
         self.flush_tlb_func(&ipi.0.info);
         self.stats.ipis_received += 1;
@@ -516,10 +516,7 @@ impl MmuCpu {
                 .tlb_shootdowns
                 .fetch_add(1, mm_sync::untracked::Ordering::Relaxed);
         }
-        // Release: the initiator frees frames only after seeing every ack, so the flush
-        // above happens-before any reuse.
-        ipi.0.pending.fetch_sub(1, Ordering::Release);
-        ipi.0.waiter.ring();
+        drop(ipi);
     }
 
     /// Polls `poll` until it yields a value, handling this CPU's IPIs between polls; spins
@@ -674,16 +671,12 @@ impl MmuCpu {
         });
         for cpu in targets.iter() {
             let target = &self.mmu.cpus[cpu];
-            match target.mailbox.send(Ipi(req.clone())) {
-                Ok(()) => {
-                    self.stats.ipis_sent += 1;
-                    target.doorbell.ring();
-                    self.mmu.kick(cpu);
-                }
-                // That CPU's MmuCpu is gone, and its TLB with it.
-                Err(_) => {
-                    req.pending.fetch_sub(1, Ordering::Relaxed);
-                }
+            // A send fails only when that CPU's MmuCpu is gone, and its TLB with it: the IPI
+            // comes back in the error and acknowledges itself as it is dropped.
+            if target.mailbox.send(Ipi(req.clone())).is_ok() {
+                self.stats.ipis_sent += 1;
+                target.doorbell.ring();
+                self.mmu.kick(cpu);
             }
         }
         self.wait_for_acks(&req, &targets);
@@ -736,6 +729,8 @@ impl MmuCpu {
 }
 
 impl Drop for MmuCpu {
+    /// Retires the CPU: it leaves its address space's cpumask, and the IPIs still queued for it
+    /// (or sent to it until its mailbox is gone) acknowledge themselves as they are discarded.
     fn drop(&mut self) {
         self.leave_mm();
     }

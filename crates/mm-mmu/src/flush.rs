@@ -40,7 +40,20 @@ pub(crate) struct FlushRequest {
 
 /// A TLB-shootdown IPI waiting in a CPU's mailbox. The CPU handles it in
 /// [`crate::MmuCpu::handle_ipis`]: it flushes its own TLB, then acknowledges.
+///
+/// Dropping an IPI acknowledges it. Handling flushes first and then drops it; an IPI that is
+/// discarded unhandled went to a CPU whose `MmuCpu` (and so its TLB) is gone, together with
+/// its mailbox, and there is nothing left to flush.
 pub struct Ipi(pub(crate) Arc<FlushRequest>);
+
+impl Drop for Ipi {
+    fn drop(&mut self) {
+        // Release: the initiator frees frames only after seeing every ack, so whatever the
+        // handler flushed happens-before any reuse.
+        self.0.pending.fetch_sub(1, Ordering::Release);
+        self.0.waiter.ring();
+    }
+}
 
 impl fmt::Debug for Ipi {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -570,6 +570,36 @@ fn a_cpu_waiting_for_the_page_table_lock_still_acknowledges() {
 }
 
 #[test]
+fn dropping_a_cpu_retires_it_without_blocking_shootdowns() {
+    // CPU 1 has the mm loaded and stops handling IPIs; dropping its MmuCpu (as a CPU thread
+    // does when it exits) acknowledges what is queued for it and takes it out of the cpumask.
+    let (mmu, mut cpus) = machine(MmuConfig::x86_64(2), 64);
+    let mut cpu1 = cpus.pop().unwrap();
+    let mut cpu0 = cpus.pop().unwrap();
+    let mm = mm(&mmu);
+    cpu1.switch_mm(&mm);
+    let mm0 = mm.clone();
+    let h = thread::spawn(move || {
+        for _ in 0..100 {
+            mm0.flush_tlb_mm(&mut cpu0);
+        }
+        cpu0
+    });
+    // The first flush has bumped the generation: its IPI to CPU 1 is queued or about to be.
+    while mm.tlb_gen() < 1 {
+        thread::yield_now();
+    }
+    drop(cpu1);
+    let cpu0 = h.join().unwrap();
+    assert_eq!(cpu0.stats().shootdowns, 100);
+    assert!(
+        cpu0.stats().ipis_sent <= 1,
+        "after the drop nobody is left to IPI"
+    );
+    assert!(mm.cpumask_cpus().is_empty());
+}
+
+#[test]
 fn a_shootdown_nobody_acknowledges_is_reported_in_debug_builds() {
     if !cfg!(debug_assertions) {
         return;
