@@ -4,3 +4,7 @@ mod fixture;
 
 #[cfg(not(mm_loom))]
 mod basics;
+#[cfg(not(mm_loom))]
+mod fork;
+#[cfg(not(mm_loom))]
+mod procfs;

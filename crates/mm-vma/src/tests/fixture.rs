@@ -65,6 +65,19 @@ pub(crate) fn machine_with(nr_cpus: u32, pages: u64, cfg: VmConfig, tlb: TlbConf
     }
 }
 
+impl Machine {
+    /// Returns CPU `k` for a test thread that drives every CPU: the others drop their loaded
+    /// address space first, so no shootdown waits for a CPU this thread is not running.
+    pub(crate) fn cpu(&mut self, k: usize) -> &mut CpuCtx {
+        for (i, c) in self.cpus.iter_mut().enumerate() {
+            if i != k {
+                c.mmu().leave_mm();
+            }
+        }
+        &mut self.cpus[k]
+    }
+}
+
 /// A process with the plain layout, created on CPU 0.
 pub(crate) fn process(m: &mut Machine, pid: u32) -> crate::AddressSpace {
     crate::AddressSpace::new(
