@@ -520,9 +520,10 @@ impl MmuCpu {
     }
 
     /// Polls `poll` until it yields a value, handling this CPU's IPIs between polls; spins
-    /// briefly, then yields the host thread between polls. Every wait of kernel code on a CPU
-    /// must go through here (or [`MmuCpu::handle_ipis`]), or a CPU that waits for this one's
-    /// acknowledgement while holding what this one waits for deadlocks.
+    /// briefly, then yields the host thread between polls (spinning again after it handled an
+    /// IPI). Every wait of kernel code on a CPU must go through here (or
+    /// [`MmuCpu::handle_ipis`]), or a CPU that waits for this one's acknowledgement while
+    /// holding what this one waits for deadlocks.
     pub fn spin_until<T>(&mut self, mut poll: impl FnMut() -> Option<T>) -> T {
         let mut spins = 0u32;
         loop {
@@ -531,6 +532,8 @@ impl MmuCpu {
             }
             if self.handle_ipis() == 0 {
                 poll_idle(&mut spins);
+            } else {
+                spins = 0;
             }
         }
     }
