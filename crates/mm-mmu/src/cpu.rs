@@ -570,9 +570,6 @@ impl MmuCpu {
     /// Takes `mm`'s page-table lock, handling IPIs while it spins (interrupts stay enabled
     /// while a kernel spins on `spin_lock`).
     pub(crate) fn lock_ptl<'a>(&mut self, mm: &'a Mm) -> SpinLockGuard<'a, ()> {
-        if let Some(g) = mm.ptl().try_lock() {
-            return g;
-        }
         self.spin_until(|| mm.ptl().try_lock())
     }
 

@@ -124,10 +124,11 @@ impl fmt::Display for Fault {
             FaultKind::NoAddressSpace => "no address space loaded".to_string(),
         };
         let mode = if self.access.user { "user" } else { "kernel" };
-        write!(
-            f,
-            "page fault at {}: {what} ({mode} {:?})",
-            self.addr, self.access.kind
-        )
+        let kind = match self.access.kind {
+            AccessKind::Read => "read",
+            AccessKind::Write => "write",
+            AccessKind::Exec => "fetch",
+        };
+        write!(f, "page fault at {}: {what} ({mode} {kind})", self.addr)
     }
 }

@@ -51,9 +51,6 @@ pub(crate) struct TlbLevel {
     set_mask: u64,
 }
 
-/// Where the parts of a set's block start.
-const KEYS: usize = 0;
-
 impl TlbLevel {
     pub(crate) fn new(g: TlbGeometry) -> TlbLevel {
         TlbLevel {
@@ -165,7 +162,7 @@ impl TlbLevel {
         let w = self.ways;
         self.data
             .chunks_mut(3 * w)
-            .flat_map(move |b| b[KEYS..KEYS + w].iter_mut())
+            .flat_map(move |b| b[..w].iter_mut())
     }
 
     /// Returns every key, set by set, way by way.
@@ -173,7 +170,7 @@ impl TlbLevel {
         let w = self.ways;
         self.data
             .chunks(3 * w)
-            .flat_map(move |b| b[KEYS..KEYS + w].iter().copied())
+            .flat_map(move |b| b[..w].iter().copied())
     }
 
     /// Drops every entry tagged `pcid`. Returns how many were dropped.

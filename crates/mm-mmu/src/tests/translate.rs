@@ -119,6 +119,10 @@ fn faults_report_their_kind_address_and_access() {
     assert_eq!(f.kind, FaultKind::NotPresent);
     assert_eq!(f.addr, VirtAddr(page(0).0 + 8));
     assert_eq!((f.access.kind, f.access.user), (AccessKind::Read, true));
+    assert_eq!(
+        f.to_string(),
+        "page fault at 0x10000008: not present (user read)"
+    );
 
     map_new(&mm, cpu, page(1), Prot::READ);
     assert_eq!(cpu.load_u64(page(1)), Ok(0));
