@@ -63,9 +63,16 @@
 //!   mprotect, munmap and mremap call `flush_tlb_batched_pending` under the same lock before
 //!   trusting an empty PTE (3ea277194daa). mremap flushes a moved present PTE before dropping
 //!   the lock (eb66ae030829).
+//! - **Waiting and retiring**: a waiting CPU spins briefly, then yields its host thread (under
+//!   loom it blocks on a doorbell that every IPI for it and every acknowledgement of its
+//!   shootdown rings; see `wait.rs`). A CPU thread that stops either keeps handling IPIs until
+//!   the others stop too, or drops its [`MmuCpu`]: an [`Ipi`] acknowledges itself when it is
+//!   dropped, so the IPIs of a retired CPU complete. Daemons that are not CPUs work through
+//!   [`Mmu::daemon`].
 //! - Lock order: page-table lock, then the allocator's pcp and zone locks (tables are
 //!   allocated with the page-table lock dropped; frames are freed after it is dropped or while
-//!   it is held, never the reverse).
+//!   it is held, never the reverse). A CPU must not hold its `PcpLocked` pcp lists across an
+//!   MMU call that allocates, frees or flushes.
 #![deny(unsafe_code)]
 
 mod batch;
