@@ -7,4 +7,6 @@ mod basics;
 #[cfg(not(mm_loom))]
 mod fork;
 #[cfg(not(mm_loom))]
+mod model;
+#[cfg(not(mm_loom))]
 mod procfs;
