@@ -1,4 +1,5 @@
 //! Cross-crate integration tests: one binary.
 
 mod cli;
+mod run;
 mod zoneinfo;

@@ -4,8 +4,10 @@
 //! This crate owns the commands and their output formats:
 //! - `mmsim boot [SCENARIO] [--set KEY=VALUE]... --proc FILE` prints one `/proc` file of the
 //!   freshly booted machine;
-//! - `mmsim run [SCENARIO] [--set KEY=VALUE]...` boots the machine and prints a summary
-//!   ([`run_summary`]; for now the `free -m` table, [`FreeSummary`]);
+//! - `mmsim run [SCENARIO] [--set KEY=VALUE]... [--seed N] [--json PATH|-]` boots the machine,
+//!   runs the scenario's processes and prints a summary (the `free -m` table
+//!   ([`FreeSummary`]), vmstat and reclaim figures, TLB hit rate and AMAT, integrity, and the
+//!   processes with their fault rates) or the JSON report;
 //! - `mmsim scenarios` lists the built-in scenarios and `mmsim show NAME` prints one.
 //!
 //! Its neighbours: `mm-scenario` parses and validates scenarios; `mm-sim` boots them and renders
@@ -13,7 +15,8 @@
 //! in-process.
 //!
 //! # Invariants
-//! - Exit codes: 0 ok; 1 a simulator failure; 2 a usage or scenario error.
+//! - Exit codes: 0 ok; 1 a simulator failure; 2 a usage or scenario error; 3 a run that found
+//!   a data-integrity, isolation or invariant violation, or a stalled CPU.
 //! - An error is one line on stderr, `mmsim: <message>`, and the message names the place
 //!   (`FILE:LINE:COL` or `--set KEY=VALUE`). Clap's own usage errors keep clap's format.
 //! - Requested output (a `/proc` file, a TOML text) goes to stdout byte for byte.
@@ -59,11 +62,17 @@ pub enum Command {
         #[arg(long = "proc", value_name = "FILE", value_parser = machine::parse_proc_file)]
         proc_file: machine::ProcFile,
     },
-    /// Boot the machine and print a `free -m` summary (workloads are not simulated yet).
+    /// Boot the machine, run the scenario's processes and print what happened.
     Run {
         /// The scenario to run.
         #[command(flatten)]
         scenario: ScenarioArgs,
+        /// The run's seed (default: the scenario's `seed`, else 0).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Write the JSON report to PATH (`-` for stdout, instead of the summary).
+        #[arg(long, value_name = "PATH")]
+        json: Option<String>,
     },
     /// List the built-in scenarios.
     Scenarios,
@@ -99,6 +108,9 @@ pub enum Failure {
     Usage(anyhow::Error),
     /// The simulator failed (exit code 1).
     Simulator(anyhow::Error),
+    /// The run finished but found a data-integrity, isolation or invariant violation, or a
+    /// CPU stalled (exit code 3); its output was written.
+    Violation(anyhow::Error),
 }
 
 impl Failure {
@@ -107,13 +119,14 @@ impl Failure {
         match self {
             Failure::Usage(_) => 2,
             Failure::Simulator(_) => 1,
+            Failure::Violation(_) => 3,
         }
     }
 }
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (Failure::Usage(e) | Failure::Simulator(e)) = self;
+        let (Failure::Usage(e) | Failure::Simulator(e) | Failure::Violation(e)) = self;
         // `{:#}` joins the cause chain with ": " on one line.
         write!(f, "{e:#}")
     }
@@ -159,14 +172,40 @@ pub fn execute(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
             let scenario = scenario.load()?;
             machine::boot(&scenario)?.proc_file(*proc_file)
         }
-        Command::Run { scenario } => {
+        Command::Run {
+            scenario,
+            seed,
+            json,
+        } => {
             let loaded = scenario.load()?;
-            let machine = machine::boot(&loaded)?;
-            format!(
-                "{}\n{}",
-                describe(&loaded, &scenario.scenario),
-                run_summary(&machine).map_err(Failure::Simulator)?
-            )
+            let mut machine = machine::boot(&loaded)?;
+            let seed = seed.or(loaded.seed).unwrap_or(0);
+            let report = machine::run(&mut machine, &loaded, seed)?;
+            let name = loaded
+                .name
+                .clone()
+                .unwrap_or_else(|| scenario.scenario.clone());
+            let json_text = machine::report_json(&name, &loaded, &report);
+            let text = match json.as_deref() {
+                Some("-") => json_text,
+                Some(path) => {
+                    std::fs::write(path, &json_text)
+                        .with_context(|| format!("cannot write the report to {path}"))
+                        .map_err(Failure::Simulator)?;
+                    machine::run_text(&loaded, &scenario.scenario, &machine, &report)
+                        .map_err(Failure::Simulator)?
+                }
+                None => machine::run_text(&loaded, &scenario.scenario, &machine, &report)
+                    .map_err(Failure::Simulator)?,
+            };
+            out.write_all(text.as_bytes())
+                .and_then(|()| out.flush())
+                .context("cannot write to stdout")
+                .map_err(Failure::Simulator)?;
+            if let Some(v) = machine::violation(&report) {
+                return Err(Failure::Violation(anyhow::anyhow!(v)));
+            }
+            return Ok(());
         }
         Command::Scenarios => list_builtins(),
         Command::Show { name } => mm_scenario::builtin(name)

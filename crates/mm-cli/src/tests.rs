@@ -67,11 +67,13 @@ fn boot_takes_a_scenario_overrides_in_order_and_a_proc_file() {
 #[test]
 fn run_scenarios_and_show_parse() {
     let cli = parse(&["run"]).unwrap();
-    assert!(matches!(cli.command, Command::Run { scenario: s } if s == scenario("default", &[])));
+    assert!(
+        matches!(cli.command, Command::Run { scenario: s, .. } if s == scenario("default", &[]))
+    );
     let cli = parse(&["run", "x.toml", "--set", "sysctl.vm.swappiness=100"]).unwrap();
     assert!(matches!(
         cli.command,
-        Command::Run { scenario: s } if s == scenario("x.toml", &["sysctl.vm.swappiness=100"])
+        Command::Run { scenario: s, .. } if s == scenario("x.toml", &["sysctl.vm.swappiness=100"])
     ));
     assert!(matches!(
         parse(&["scenarios"]).unwrap().command,
@@ -115,7 +117,7 @@ fn scenario_errors_exit_2_with_one_line_naming_the_place() {
     for (args, expect) in [
         (
             &["run", "nope"][..],
-            "mmsim: unknown scenario 'nope' (not a file; built-ins: default, boot-sample)\n",
+            "mmsim: unknown scenario 'nope' (not a file; built-ins: default, boot-sample, fork-cow, page-fault-scale)\n",
         ),
         (
             &["boot", "--set", "machine.memory=12%", "--proc", "meminfo"][..],
@@ -128,7 +130,7 @@ fn scenario_errors_exit_2_with_one_line_naming_the_place() {
         ),
         (
             &["show", "nope"][..],
-            "mmsim: unknown built-in scenario 'nope' (built-ins: default, boot-sample)\n",
+            "mmsim: unknown built-in scenario 'nope' (built-ins: default, boot-sample, fork-cow, page-fault-scale)\n",
         ),
     ] {
         assert_eq!(run(args), (2, String::new(), expect.to_owned()), "{args:?}");
@@ -139,11 +141,19 @@ fn scenario_errors_exit_2_with_one_line_naming_the_place() {
 fn scenarios_lists_every_builtin_and_show_prints_its_toml() {
     let (code, out, err) = run(&["scenarios"]);
     assert_eq!((code, err.as_str()), (0, ""));
-    assert_eq!(
-        out,
-        "default      A plain 4 GiB, 2-CPU machine with the kernel's default sysctls\n\
-         boot-sample  Zone geometry of a real 2-CPU Linux 6.18 host (DMA, DMA32, 21 GiB Normal)\n"
-    );
+    // One line per built-in: the name padded to the longest one, two spaces, its summary.
+    let width = mm_scenario::builtins()
+        .iter()
+        .map(|(n, _)| n.len())
+        .max()
+        .unwrap();
+    for ((name, text), line) in mm_scenario::builtins().iter().zip(out.lines()) {
+        let summary = mm_scenario::summary(text).unwrap();
+        assert_eq!(line, format!("{name:<width$}  {summary}"));
+    }
+    assert!(out.starts_with(
+        "default           A plain 4 GiB, 2-CPU machine with the kernel's default sysctls\n"
+    ));
     assert_eq!(out.lines().count(), mm_scenario::builtins().len());
     for (name, text) in mm_scenario::builtins() {
         assert_eq!(run(&["show", name]), (0, (*text).to_owned(), String::new()));
@@ -240,4 +250,36 @@ fn describe_names_the_scenario_and_its_machine() {
     assert_eq!(describe(&s, "default"), "scenario default: 2 CPUs, 4 GiB");
     let one = mm_scenario::parse_str("[machine]\ncpus = 1\nmemory = \"16M\"\n", "x.toml").unwrap();
     assert_eq!(describe(&one, "x.toml"), "scenario x.toml: 1 CPU, 16 MiB");
+}
+
+#[test]
+fn a_run_with_a_violation_exits_3_and_a_clean_one_0() {
+    let mut r = mm_sim::RunReport {
+        wall_seconds: 0.1,
+        seed: 7,
+        meminfo: vec![("MemTotal".into(), 1024)],
+        vmstat: vec![("pgfault".into(), 3)],
+        tlb: mm_sim::TlbReport::default(),
+        integrity: mm_sim::workload::Integrity::default(),
+        invariant_checks: 1,
+        invariant_violations: vec![],
+        processes: vec![],
+        samples: vec![],
+        stall: None,
+    };
+    assert_eq!(crate::machine::violation(&r), None);
+    r.integrity.corruptions = 1;
+    let v = crate::machine::violation(&r).unwrap();
+    assert!(v.contains("1 corruptions"), "{v}");
+    assert_eq!(Failure::Violation(anyhow::anyhow!(v)).exit_code(), 3);
+    r.integrity.corruptions = 0;
+    r.invariant_violations
+        .push("zone DMA32: nr_free[3] is 1".into());
+    assert!(crate::machine::violation(&r)
+        .unwrap()
+        .contains("invariant violated"));
+    r.stall = Some("watchdog: no CPU made progress\ncpu 0: ...".into());
+    assert!(crate::machine::violation(&r)
+        .unwrap()
+        .starts_with("a CPU stalled"));
 }

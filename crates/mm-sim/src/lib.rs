@@ -28,17 +28,23 @@
 mod config;
 mod error;
 mod procfs;
+mod run;
 pub mod workload;
+
+pub use run::{ExitKind, ProcessReport, RunError, RunOpts, RunReport, Sample, TlbReport};
 
 pub use config::{MachineConfig, Sysctl, ZoneSpec};
 pub use error::BootError;
 pub use procfs::ProcFile;
 
 use mm_buddy::{Buddy, BuddyConfig, ZoneConfig};
+use mm_mmu::{Mmu, MmuConfig};
 use mm_phys::PhysMem;
 use mm_slab::SlabAllocator;
-use mm_sync::sync::Arc;
-use mm_types::{Pfn, ZoneId, PAGE_SIZE};
+use mm_sync::sync::{Arc, Mutex};
+use mm_types::{CpuId, Pfn, Pid, ZoneId, PAGE_SIZE};
+use mm_vma::{AddressSpace, CpuCtx, Hooks, Overcommit, VmConfig, VmEvents, VmSys};
+use std::collections::BTreeMap;
 
 /// Transparent hugepages are in `madvise` mode, as on the reference host: khugepaged raises
 /// the boot `min_free_kbytes` to its recommendation.
@@ -56,6 +62,14 @@ pub struct Machine {
     zones: Vec<ZoneSpec>,
     buddy: Arc<Buddy>,
     slab: SlabAllocator,
+    mmu: Arc<Mmu>,
+    vm: Arc<VmSys>,
+    /// The CPUs' contexts between runs (a run's CPU threads own them meanwhile).
+    cpus: Option<Vec<CpuCtx>>,
+    /// Live address spaces by pid.
+    spaces: Arc<Mutex<BTreeMap<Pid, Arc<AddressSpace>>>>,
+    /// VMA-layer events of finished runs (pgfault, pgmajfault, pgreuse).
+    events: Mutex<VmEvents>,
 }
 
 impl Machine {
@@ -102,11 +116,27 @@ impl Machine {
         )?;
         let buddy = Arc::new(buddy);
         let slab = SlabAllocator::new(buddy.clone())?;
+        let (mmu, mmu_cpus) = Mmu::new(MmuConfig::x86_64(config.cpus), buddy.clone())
+            .map_err(|e| BootError::Config(e.to_string()))?;
+        let mut vmcfg = VmConfig::linux_default();
+        vmcfg.overcommit_ratio = config.sysctl.overcommit_ratio as u64;
+        vmcfg.overcommit = match config.sysctl.overcommit_memory {
+            1 => Overcommit::Always,
+            2 => Overcommit::Never,
+            _ => Overcommit::Guess,
+        };
+        let vm = VmSys::new(&mmu, vmcfg, Hooks::default(), CpuId(0))
+            .map_err(|e| BootError::Config(format!("cannot allocate the zero page: {e}")))?;
         Ok(Machine {
             config: config.clone(),
             zones,
             buddy,
             slab,
+            mmu,
+            vm,
+            cpus: Some(mmu_cpus.into_iter().map(CpuCtx::new).collect()),
+            spaces: Arc::new(Mutex::new(BTreeMap::new())),
+            events: Mutex::new(VmEvents::default()),
         })
     }
 
@@ -123,6 +153,46 @@ impl Machine {
     /// Returns the page allocator.
     pub fn buddy(&self) -> &Arc<Buddy> {
         &self.buddy
+    }
+
+    /// Returns the MMU.
+    pub fn mmu(&self) -> &Arc<Mmu> {
+        &self.mmu
+    }
+
+    /// Returns the VMA layer's machine-wide state.
+    pub fn vm(&self) -> &Arc<VmSys> {
+        &self.vm
+    }
+
+    pub(crate) fn take_cpus(&mut self) -> Option<Vec<CpuCtx>> {
+        self.cpus.take()
+    }
+
+    pub(crate) fn return_cpus(&mut self, cpus: Vec<CpuCtx>) {
+        self.cpus = Some(cpus);
+    }
+
+    /// A context for kernel work the machine does outside any CPU's tasks (creating a
+    /// process), homed on CPU 0 like a kernel thread.
+    pub(crate) fn daemon_ctx(&self) -> CpuCtx {
+        CpuCtx::new(Mmu::daemon(&self.mmu, CpuId(0)))
+    }
+
+    pub(crate) fn record_run_events(&self, e: VmEvents) {
+        let mut t = self.events.lock();
+        t.pgfault += e.pgfault;
+        t.pgmajfault += e.pgmajfault;
+        t.pgreuse += e.pgreuse;
+    }
+
+    pub(crate) fn vm_events(&self) -> VmEvents {
+        *self.events.lock()
+    }
+
+    /// Returns the resident anonymous pages of the live address spaces.
+    pub(crate) fn anon_pages(&self) -> u64 {
+        self.spaces.lock().values().map(|s| s.rss().anon).sum()
     }
 
     /// Returns the slab allocator.

@@ -309,6 +309,14 @@ impl Snapshot {
         }
         let pgalloc: u64 = events.pgalloc.iter().sum();
         c.insert("pgfree", events.pgfree);
+        let vm = m.vm_events();
+        c.insert("pgfault", vm.pgfault);
+        c.insert("pgmajfault", vm.pgmajfault);
+        c.insert("pgreuse", vm.pgreuse);
+        c.insert("nr_page_table_pages", m.mmu().nr_pagetables());
+        c.insert("committed_as", m.vm().committed_pages().max(0) as u64);
+        let anon = m.anon_pages();
+        c.insert("nr_anon_pages", anon);
         c.insert("nr_slab_reclaimable", m.slab().slab_reclaimable_pages());
         c.insert("nr_slab_unreclaimable", m.slab().slab_unreclaimable_pages());
         // One node: every allocation is a local hit (counted in pages, as `zone_statistics`).
@@ -360,6 +368,33 @@ impl Snapshot {
     fn low_wmarks(&self) -> u64 {
         self.zones.iter().map(|z| z.watermarks.low).sum()
     }
+}
+
+/// `/proc/meminfo` as (name, kB) pairs, in file order (for reports and samples).
+pub(crate) fn meminfo_fields(m: &Machine) -> Vec<(String, u64)> {
+    let s = Snapshot::take(m);
+    meminfo(&s)
+        .lines()
+        .filter_map(|l| {
+            let (name, rest) = l.split_once(':')?;
+            Some((
+                name.to_string(),
+                rest.split_whitespace().next()?.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// `/proc/vmstat` as (name, value) pairs, in file order.
+pub(crate) fn vmstat_fields(m: &Machine) -> Vec<(String, u64)> {
+    let s = Snapshot::take(m);
+    vmstat(&s)
+        .lines()
+        .filter_map(|l| {
+            let (name, v) = l.split_once(' ')?;
+            Some((name.to_string(), v.parse().ok()?))
+        })
+        .collect()
 }
 
 pub(crate) fn render(m: &Machine, file: ProcFile) -> String {

@@ -57,8 +57,12 @@ fn meminfo_has_kernel_layout_and_consistent_numbers() {
     };
     // At boot only the slab's first slabs are allocated; the other pages that are not free
     // sit on the pcp lists that served them.
+    // (plus the shared zero page).
     let pcp_kb = m.buddy().pcp_pages() * 4;
-    assert_eq!(field("MemFree") + pcp_kb + field("Slab"), field("MemTotal"));
+    assert_eq!(
+        field("MemFree") + pcp_kb + field("Slab") + 4,
+        field("MemTotal")
+    );
     assert!(
         field("MemAvailable") < field("MemFree"),
         "totalreserve is not available"
@@ -187,4 +191,204 @@ fn slab_caches_exist_at_boot_and_show_in_meminfo() {
     assert_eq!(kb("Slab:"), kb("SReclaimable:") + kb("SUnreclaim:"));
     assert_eq!(kb("Slab:"), m.slab().slab_pages() * 4);
     assert_eq!(kb("KReclaimable:"), kb("SReclaimable:"));
+}
+
+mod run {
+    use super::*;
+    use crate::workload::*;
+    use mm_types::{Pid, VirtAddr};
+
+    const PAGES: u64 = 256;
+
+    #[derive(Debug, Clone, Copy)]
+    enum Step {
+        Map,
+        Store(u64, u64),
+        /// Load page, expecting the value `owner` (this process when `None`) stored in `round`.
+        Load(u64, u64, Option<Pid>),
+        Fork,
+    }
+
+    /// Maps `PAGES` anonymous pages, stores (pid, page, round) into each and reads every page
+    /// back, for some rounds; optionally then forks a child that first checks it sees the
+    /// parent's last values and then writes and checks its own.
+    struct Toucher {
+        steps: std::collections::VecDeque<Step>,
+        base: Option<VirtAddr>,
+        expect: Option<u64>,
+        integrity: Integrity,
+        last_round: u64,
+    }
+
+    fn rounds(steps: &mut std::collections::VecDeque<Step>, from: u64, to: u64) {
+        for r in from..=to {
+            steps.extend((0..PAGES).map(|p| Step::Store(p, r)));
+            steps.extend((0..PAGES).map(|p| Step::Load(p, r, None)));
+        }
+    }
+
+    fn toucher(n: u64, fork_child: bool) -> Box<dyn Workload> {
+        let mut steps = std::collections::VecDeque::from([Step::Map]);
+        rounds(&mut steps, 1, n);
+        if fork_child {
+            steps.push_back(Step::Fork);
+        }
+        Box::new(Toucher {
+            steps,
+            base: None,
+            expect: None,
+            integrity: Integrity::default(),
+            last_round: n,
+        })
+    }
+
+    fn value(pid: Pid, page: u64, round: u64) -> u64 {
+        ((pid.0 as u64) << 48) | (page << 16) | round
+    }
+
+    impl Toucher {
+        fn addr(&self, page: u64) -> VirtAddr {
+            VirtAddr(self.base.expect("mapped").0 + page * 4096 + 8 * (page % 500))
+        }
+    }
+
+    impl Workload for Toucher {
+        fn next(&mut self, last: OpResult, env: &WorkloadEnv) -> Option<Op> {
+            if let Some(exp) = self.expect.take() {
+                match last {
+                    OpResult::Value(v) if v == exp => self.integrity.bytes_verified += 8,
+                    _ => self.integrity.corruptions += 1,
+                }
+            }
+            if let OpResult::Addr(a) = last {
+                self.base = Some(a);
+            }
+            let pid = env.pid;
+            Some(match self.steps.pop_front()? {
+                Step::Map => Op::Mmap {
+                    addr: None,
+                    len: PAGES * 4096,
+                    prot: PROT_READ | PROT_WRITE,
+                    flags: MAP_PRIVATE | MAP_ANONYMOUS,
+                },
+                Step::Store(p, r) => Op::Store {
+                    addr: self.addr(p),
+                    value: value(pid, p, r),
+                },
+                Step::Load(p, r, owner) => {
+                    self.expect = Some(value(owner.unwrap_or(pid), p, r));
+                    Op::Load { addr: self.addr(p) }
+                }
+                Step::Fork => {
+                    let mut steps: std::collections::VecDeque<Step> = (0..PAGES)
+                        .map(|p| Step::Load(p, self.last_round, Some(pid)))
+                        .collect();
+                    rounds(&mut steps, 101, 102);
+                    Op::Fork {
+                        child: Box::new(Toucher {
+                            steps,
+                            base: self.base,
+                            expect: None,
+                            integrity: Integrity::default(),
+                            last_round: 102,
+                        }),
+                    }
+                }
+            })
+        }
+
+        fn integrity(&self) -> Integrity {
+            self.integrity
+        }
+    }
+
+    /// Loads from an address nobody mapped.
+    struct Stray;
+
+    impl Workload for Stray {
+        fn next(&mut self, last: OpResult, _: &WorkloadEnv) -> Option<Op> {
+            match last {
+                OpResult::Start => Some(Op::Load {
+                    addr: VirtAddr(0x10_0000),
+                }),
+                other => panic!("a stray load must end the process, got {other:?}"),
+            }
+        }
+    }
+
+    fn plan(name: &str, threads: Vec<Box<dyn Workload>>) -> ProcessPlan {
+        ProcessPlan {
+            name: name.into(),
+            oom_score_adj: 0,
+            cpus: None,
+            start_after: std::time::Duration::ZERO,
+            threads,
+        }
+    }
+
+    #[test]
+    fn processes_run_verify_their_data_and_fork() {
+        let mut m = Machine::boot(&MachineConfig {
+            cpus: 4,
+            ..config(256 << 20)
+        })
+        .unwrap();
+        let free_before = m.buddy().nr_free_pages() + m.buddy().pcp_pages();
+        let r = m
+            .run(
+                vec![
+                    plan("toucher", vec![toucher(3, true), toucher(2, false)]),
+                    plan("stray", vec![Box::new(Stray)]),
+                ],
+                &RunOpts::default(),
+            )
+            .unwrap();
+        assert!(r.stall.is_none());
+        assert_eq!(r.integrity.corruptions, 0, "{r:?}");
+        // Parent: 3 rounds; second thread: 2; child: the inherited check plus 2 rounds.
+        assert_eq!(
+            r.integrity.bytes_verified,
+            8 * PAGES * (3 + 2 + 1 + 2),
+            "{:?}",
+            r.integrity
+        );
+        assert!(
+            r.invariant_violations.is_empty(),
+            "{:?}",
+            r.invariant_violations
+        );
+        let stray = r.processes.iter().find(|p| p.name == "stray").unwrap();
+        assert_eq!(stray.exit, ExitKind::Segv, "{stray:?}");
+        let tp: Vec<_> = r.processes.iter().filter(|p| p.name == "toucher").collect();
+        assert_eq!(tp.len(), 2, "parent and forked child: {tp:?}");
+        assert!(tp.iter().all(|p| p.exit == ExitKind::Ok && p.min_flt > 0));
+        let vm = |n: &str| r.vmstat.iter().find(|(k, _)| k == n).unwrap().1;
+        assert!(vm("pgfault") >= 2 * PAGES, "pgfault {}", vm("pgfault"));
+        assert!(r.tlb.hits > 0 && r.tlb.misses > 0 && r.tlb.amat_cycles > 0.0);
+        // Every page the processes used came back.
+        let free_after = m.buddy().nr_free_pages() + m.buddy().pcp_pages();
+        assert_eq!(free_after, free_before, "pages leaked by the run");
+        assert_eq!(
+            m.run(vec![], &RunOpts::default()).unwrap().processes,
+            vec![]
+        );
+    }
+
+    #[test]
+    fn eight_cpus_on_a_small_host_finish_without_a_stall() {
+        let mut m = Machine::boot(&MachineConfig {
+            cpus: 8,
+            ..config(256 << 20)
+        })
+        .unwrap();
+        let plans = (0..8)
+            .map(|i| plan(&format!("t{i}"), vec![toucher(4, false)]))
+            .collect();
+        let r = m.run(plans, &RunOpts::default()).unwrap();
+        assert!(r.stall.is_none());
+        assert_eq!(r.integrity.corruptions, 0);
+        assert_eq!(r.processes.len(), 8);
+        assert!(r.processes.iter().all(|p| p.exit == ExitKind::Ok));
+        assert!(r.invariant_checks >= 1 && r.invariant_violations.is_empty());
+    }
 }
