@@ -618,7 +618,7 @@ fn summary_prefers_the_description_then_the_first_comment() {
     assert_eq!(summary("[machine]\n"), None);
     assert_eq!(
         summary(builtin("default").unwrap()).as_deref(),
-        Some("A plain 4 GiB, 2-CPU machine with the kernel's default sysctls")
+        Some("A mixed load on a 4 GiB, 2-CPU machine: a zipf anonymous working set, malloc churn and a fork/COW worker")
     );
 }
 
