@@ -40,8 +40,13 @@ fn map(mm: &Mm, cpu: &mut MmuCpu, pages: u64) {
             .buddy()
             .alloc(CpuId(0), Order::ZERO, Gfp::GFP_KERNEL | Gfp::ZERO)
             .expect("bench RAM");
-        mm.map(cpu, VirtAddr(BASE + i * PAGE_SIZE as u64), f.into_raw().0, Prot::RW)
-            .expect("map");
+        mm.map(
+            cpu,
+            VirtAddr(BASE + i * PAGE_SIZE as u64),
+            f.into_raw().0,
+            Prot::RW,
+        )
+        .expect("map");
     }
 }
 
