@@ -58,7 +58,6 @@ pub(crate) fn replace_present(
         .mm
         .try_to_unmap(ctx.mmu(), VirtAddr(va), Pte::swap(BUSY), &mut batch)
         .expect("page-aligned user address");
-    debug_assert!(old.is_present(), "replacing {old:?}");
     batch.flush(ctx.mmu());
     install(ctx);
     old
@@ -614,7 +613,11 @@ fn do_wp_page(
     }
     init_anon_page(as_, new, anon.id, vma.linear_index(va));
     let ptl = lock_spin(ctx.mmu(), &core.ptl);
-    if !pte_same(read(sys), orig) {
+    #[cfg(test)]
+    let recheck = !as_.regress.cow_skips_pte_same_recheck;
+    #[cfg(not(test))]
+    let recheck = true;
+    if recheck && !pte_same(read(sys), orig) {
         drop(ptl);
         release_new_page(as_, cpu, new);
         sys.put_page(cpu, pfn);
@@ -622,17 +625,20 @@ fn do_wp_page(
         return Ok(Handled::default());
     }
     // Break before make: park a busy marker in the entry, flush, then install the copy.
-    replace_present(ctx, as_, va, |ctx| {
+    let old = replace_present(ctx, as_, va, |ctx| {
         core.mm
             .map(ctx.mmu(), VirtAddr(va), new, vma.flags.page_prot())
             .expect("the marker's page table exists");
     });
-    if !from_zero {
-        // The old mapping's reference, and the one held across the copy; both after the flush.
-        let page = sys.mem.page(pfn);
+    // The replaced mapping's reference (`orig`'s page), then the one held across the copy;
+    // both after the flush.
+    if old.has_frame() && old.pfn() != sys.zero_pfn {
+        let page = sys.mem.page(old.pfn());
         page.add_mapcount(-1);
         core.add_rss(crate::mm::rss_kind(page.flags()), -1);
-        sys.put_page(cpu, pfn);
+        sys.put_page(cpu, old.pfn());
+    }
+    if !from_zero {
         sys.put_page(cpu, pfn);
     }
     core.add_rss(RssKind::Anon, 1);

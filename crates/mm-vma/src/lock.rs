@@ -144,6 +144,29 @@ impl<T> MmapRead<'_, T> {
     }
 }
 
+impl<'a, T> MmapRead<'a, T> {
+    /// Keeps only the gate's read side, releasing the state: what munmap holds while it zaps
+    /// a range it already took out of the tree (it needs no VMA, and holding the data lock
+    /// across a shootdown would make a waiter for it unable to acknowledge).
+    pub(crate) fn into_gate(mut self) -> MmapGate<'a, T> {
+        self.data = None;
+        let lock = self.lock;
+        std::mem::forget(self);
+        MmapGate { lock }
+    }
+}
+
+/// The read side of the gate alone (see [`MmapRead::into_gate`]).
+pub(crate) struct MmapGate<'a, T> {
+    lock: &'a MmapLock<T>,
+}
+
+impl<T> Drop for MmapGate<'_, T> {
+    fn drop(&mut self) {
+        self.lock.gate.fetch_sub(1, Ordering::Release);
+    }
+}
+
 impl<T> Deref for MmapRead<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {

@@ -284,6 +284,9 @@ pub(crate) struct Regressions {
     /// GUP drops FOLL_WRITE after a COW break and retries as a read (before 19be0eaffa3a,
     /// Dirty COW, CVE-2016-5195).
     pub(crate) gup_drops_foll_write_after_cow: bool,
+    /// A COW fault installs its copy without re-checking the entry once it has the
+    /// page-table lock again (`wp_page_copy`'s `pte_same`): Dirty COW's check-then-act class.
+    pub(crate) cow_skips_pte_same_recheck: bool,
 }
 
 /// One process's address space (`struct mm_struct`).

@@ -412,9 +412,9 @@ impl AddressSpace {
         #[cfg(not(test))]
         let downgrade = !det.next_grows_down;
         if downgrade {
-            let st = st.downgrade();
+            let gate = st.downgrade().into_gate();
             self.munmap_finish(ctx, det);
-            drop(st);
+            drop(gate);
         } else {
             self.munmap_finish(ctx, det);
         }
@@ -458,9 +458,9 @@ impl AddressSpace {
                     if det.next_grows_down {
                         self.munmap_finish(ctx, det);
                     } else {
-                        let st = st.downgrade();
+                        let gate = st.downgrade().into_gate();
                         self.munmap_finish(ctx, det);
-                        drop(st);
+                        drop(gate);
                     }
                     return VirtAddr(brk);
                 }

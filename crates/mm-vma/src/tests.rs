@@ -6,6 +6,12 @@ mod fixture;
 mod basics;
 #[cfg(not(mm_loom))]
 mod fork;
+#[cfg(mm_loom)]
+mod loom_b4;
+#[cfg(mm_loom)]
+mod loom_b6;
+#[cfg(mm_loom)]
+mod loom_common;
 #[cfg(not(mm_loom))]
 mod model;
 #[cfg(not(mm_loom))]

@@ -36,6 +36,7 @@ pub(crate) fn buddy(nr_cpus: u32, pages: u64) -> Arc<Buddy> {
 }
 
 /// A machine with the default sysctls and hooks.
+#[cfg(not(mm_loom))]
 pub(crate) fn machine(nr_cpus: u32, pages: u64) -> Machine {
     machine_with(nr_cpus, pages, VmConfig::linux_default(), small_tlb(false))
 }
@@ -65,6 +66,7 @@ pub(crate) fn machine_with(nr_cpus: u32, pages: u64, cfg: VmConfig, tlb: TlbConf
     }
 }
 
+#[cfg(not(mm_loom))]
 impl Machine {
     /// Returns CPU `k` for a test thread that drives every CPU: the others drop their loaded
     /// address space first, so no shootdown waits for a CPU this thread is not running.
@@ -90,6 +92,7 @@ pub(crate) fn process(m: &mut Machine, pid: u32) -> crate::AddressSpace {
 }
 
 /// Free pages of the machine: the buddy lists plus every CPU's pcp lists.
+#[cfg(not(mm_loom))]
 pub(crate) fn free_pages(sys: &VmSys) -> u64 {
     sys.buddy().nr_free_pages() + sys.buddy().pcp_pages()
 }
