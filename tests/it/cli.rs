@@ -69,7 +69,7 @@ fn boot_prints_proc_files_of_the_scenario() {
     let (code, out, _) = mmsim(&["boot", "boot-sample", "--proc", "buddyinfo"]);
     assert_eq!(code, 0);
     assert_eq!(out.lines().count(), 3, "DMA, DMA32 and Normal: {out}");
-    let (code, out, _) = mmsim(&["run"]);
+    let (code, out, _) = mmsim(&["run", "boot-sample"]);
     assert_eq!(code, 0);
     assert!(out.contains("buff/cache"), "{out}");
 }

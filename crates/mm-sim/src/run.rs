@@ -557,7 +557,7 @@ impl Machine {
             let wake = plans
                 .front()
                 .map_or(opts.sample_every, |p| p.start_after.saturating_sub(now));
-            std::thread::sleep(wake.min(opts.sample_every).min(Duration::from_millis(5)));
+            mm_sync::thread::sleep(wake.min(opts.sample_every).min(Duration::from_millis(5)));
         }
         // The driver starts nothing more; CPUs finish (or, on stop, kill) their tasks.
         shared.pending_starts.store(0, Ordering::Release);
