@@ -74,6 +74,9 @@ pub(crate) struct FaultReq {
     /// `FOLL_FORCE`: ptrace and `/proc/PID/mem` may write a read-only private mapping
     /// (through a COW copy) and read a non-readable one.
     pub(crate) force: bool,
+    /// The hardware walk found no entry: the entry was empty (an empty entry only ever
+    /// becomes present, which filling it detects), so the handler skips re-reading it.
+    pub(crate) not_present: bool,
 }
 
 /// What a handled fault did.
@@ -139,6 +142,7 @@ pub(crate) fn handle_user_fault(
         exec: f.access.kind == AccessKind::Exec,
         gup: false,
         force: false,
+        not_present: f.kind == FaultKind::NotPresent,
     };
     ctx.events.pgfault += 1;
     match handle_mm_fault(ctx, as_, req) {
@@ -237,7 +241,11 @@ fn handle_pte_fault(
 ) -> Result<Handled, FaultError> {
     let sys = &*as_.sys;
     let va = req.addr & !(PAGE - 1);
-    let orig = pt::read_pte(&sys.mem, as_.core.mm.root(), sys.levels, va);
+    let orig = if req.not_present {
+        Pte::NONE
+    } else {
+        pt::read_pte(&sys.mem, as_.core.mm.root(), sys.levels, va)
+    };
     if orig.is_none() {
         return match vma.file {
             Some(_) => do_fault(ctx, as_, vma, va, req),

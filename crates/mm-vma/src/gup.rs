@@ -94,6 +94,7 @@ impl AddressSpace {
                     exec: false,
                     gup: true,
                     force,
+                    not_present: false,
                 };
                 ctx.events.pgfault += 1;
                 match fault_locked(ctx, self, &mut st, req) {
