@@ -484,9 +484,14 @@ fn do_swap_page(
         return Ok(Handled::default());
     }
     let page = sys.mem.page(si.pfn);
-    page.set(PageFlags::ANON | PageFlags::SWAPBACKED | PageFlags::UPTODATE);
-    page.set_mapping(anon.id);
-    page.set_index(vma.linear_index(va));
+    // A page still in the swap cache keeps the anon_vma it was created under, when this VMA
+    // is linked to it (another process of the fork tree may map it too).
+    let keeps = page.test(PageFlags::ANON) && vma.anon_chain().any(|a| a.id == page.mapping());
+    if !keeps {
+        page.set(PageFlags::ANON | PageFlags::SWAPBACKED | PageFlags::UPTODATE);
+        page.set_mapping(anon.id);
+        page.set_index(vma.linear_index(va));
+    }
     page.add_mapcount(1);
     let prot = if req.write && page.refcount() == 1 {
         vma.flags.page_prot()

@@ -155,6 +155,31 @@ pub trait SwapBackend: Send + Sync + fmt::Debug {
     }
 }
 
+/// A backend shared with its other users (the machine, reclaim) through an `Arc`.
+impl<T: SwapBackend + ?Sized> SwapBackend for Arc<T>
+where
+    Arc<T>: fmt::Debug,
+{
+    fn swap_in(&self, cpu: CpuId, entry: SwapEntry) -> Result<SwapIn, SwapError> {
+        (**self).swap_in(cpu, entry)
+    }
+    fn swap_free(&self, cpu: CpuId, entry: SwapEntry) {
+        (**self).swap_free(cpu, entry)
+    }
+    fn swap_duplicate(&self, entry: SwapEntry) -> Result<(), SwapError> {
+        (**self).swap_duplicate(entry)
+    }
+    fn swap_count(&self, entry: SwapEntry) -> u32 {
+        (**self).swap_count(entry)
+    }
+    fn readahead(&self, cpu: CpuId, entry: SwapEntry) {
+        (**self).readahead(cpu, entry)
+    }
+    fn total_pages(&self) -> u64 {
+        (**self).total_pages()
+    }
+}
+
 /// A machine without swap: no PTE ever holds a swap entry.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoSwap;
@@ -178,6 +203,22 @@ pub trait LruHook: Send + Sync + fmt::Debug {
     /// The last reference to a page is being dropped: take it off its LRU list before it is
     /// freed (`__page_cache_release`).
     fn remove(&self, _cpu: CpuId, _pfn: Pfn) {}
+}
+
+/// LRU lists shared with their other users through an `Arc`.
+impl<T: LruHook + ?Sized> LruHook for Arc<T>
+where
+    Arc<T>: fmt::Debug,
+{
+    fn add_new_anon(&self, cpu: CpuId, pfn: Pfn) {
+        (**self).add_new_anon(cpu, pfn)
+    }
+    fn lazyfree(&self, cpu: CpuId, pfn: Pfn) {
+        (**self).lazyfree(cpu, pfn)
+    }
+    fn remove(&self, cpu: CpuId, pfn: Pfn) {
+        (**self).remove(cpu, pfn)
+    }
 }
 
 /// LRU lists that are not there yet: every call does nothing.

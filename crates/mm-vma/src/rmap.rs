@@ -19,14 +19,14 @@
 
 use crate::flags::VmFlags;
 use crate::lock::lock_spin;
-use crate::mm::MmCore;
+use crate::mm::{MmCore, RssKind};
 use crate::pt;
 use crate::sys::VmSys;
 use crate::vma::Vma;
-use mm_mmu::{MmuCpu, Pte};
+use mm_mmu::{MmuCpu, Pte, TlbBatch};
 use mm_phys::PageFlags;
 use mm_sync::sync::{Arc, Mutex};
-use mm_types::{Pfn, VirtAddr, PAGE_SHIFT};
+use mm_types::{Pfn, SwapEntry, VirtAddr, PAGE_SHIFT};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::ControlFlow;
@@ -172,22 +172,16 @@ impl VmSys {
         (self.rmap.anon.lock().len(), self.rmap.files.lock().len())
     }
 
-    /// Calls `f` for every place `pfn` is mapped (`rmap_walk`): each VMA linked to the page's
-    /// anon_vma or file whose range covers the page's index, where that address space's PTE
-    /// really holds the page. Stops early when `f` breaks. Returns the number of hits.
-    pub fn rmap_walk(
-        &self,
-        cpu: &mut MmuCpu,
-        pfn: Pfn,
-        mut f: impl FnMut(RmapHit<'_>) -> ControlFlow<()>,
-    ) -> usize {
+    /// The places `pfn` may be mapped: every VMA linked to the page's anon_vma or file whose
+    /// range covers the page's index, as `(address space, address, vm_flags)`.
+    fn rmap_candidates(&self, pfn: Pfn) -> Vec<(Arc<MmCore>, u64, VmFlags)> {
         if pfn == self.zero_pfn || !self.mem.pfn_valid(pfn) {
-            return 0;
+            return Vec::new();
         }
         let page = self.mem.page(pfn);
         let (mapping, index, anon) = (page.mapping(), page.index(), page.test(PageFlags::ANON));
         if mapping == 0 || page.mapcount() <= 0 {
-            return 0;
+            return Vec::new();
         }
         let list = {
             let map = if anon {
@@ -197,31 +191,43 @@ impl VmSys {
             };
             match map.get(&mapping) {
                 Some(l) => l.clone(),
-                None => return 0,
+                None => return Vec::new(),
             }
         };
-        let links: Vec<Link> = list.links.lock().clone();
+        let links = list.links.lock();
+        links
+            .iter()
+            .filter(|l| index >= l.pgoff)
+            .map(|l| (l, l.start + ((index - l.pgoff) << PAGE_SHIFT)))
+            .filter(|(l, addr)| *addr < l.end)
+            .map(|(l, addr)| (l.core.clone(), addr, l.flags))
+            .collect()
+    }
+
+    /// Calls `f` for every place `pfn` is mapped (`rmap_walk`): each candidate of the page's
+    /// anon_vma or file where that address space's PTE really holds the page (checked under
+    /// its page-table lock, which `f` runs without). Stops early when `f` breaks. Returns the
+    /// number of hits.
+    pub fn rmap_walk(
+        &self,
+        cpu: &mut MmuCpu,
+        pfn: Pfn,
+        mut f: impl FnMut(RmapHit<'_>) -> ControlFlow<()>,
+    ) -> usize {
         let mut hits = 0;
-        for l in &links {
-            if index < l.pgoff {
-                continue;
-            }
-            let addr = l.start + ((index - l.pgoff) << PAGE_SHIFT);
-            if addr >= l.end {
-                continue;
-            }
+        for (core, addr, vm_flags) in self.rmap_candidates(pfn) {
             let pte = {
-                let _ptl = lock_spin(cpu, &l.core.ptl);
-                pt::read_pte(&self.mem, l.core.mm.root(), self.levels, addr)
+                let _ptl = lock_spin(cpu, &core.ptl);
+                pt::read_pte(&self.mem, core.mm.root(), self.levels, addr)
             };
             if !pte.has_frame() || pte.pfn() != pfn {
                 continue;
             }
             hits += 1;
             let hit = RmapHit {
-                core: &l.core,
+                core: &core,
                 addr: VirtAddr(addr),
-                vm_flags: l.flags,
+                vm_flags,
                 pte,
             };
             if f(hit).is_break() {
@@ -229,5 +235,62 @@ impl VmSys {
             }
         }
         hits
+    }
+
+    /// Unmaps `pfn` from every address space for reclaim (`try_to_unmap` with
+    /// `TTU_BATCH_FLUSH`): under each address space's page-table lock, replaces the entry with
+    /// `swap` (an anonymous page's swap entry, taking a reference on it with
+    /// `SwapBackend::swap_duplicate`) or with nothing (a file page), uncounts the mapping, and
+    /// drops its page reference; the TLB flush is left to `batch`.
+    ///
+    /// The caller holds a reference of its own on the page (it isolated it), so no drop here
+    /// frees it; the caller flushes `batch` before it writes the page out or drops that last
+    /// reference. Returns the mappings removed, or `Err` with that count if a `VM_LOCKED`
+    /// mapping keeps the page (`try_to_unmap` fails, the page is mlocked).
+    pub fn try_to_unmap(
+        &self,
+        cpu: &mut MmuCpu,
+        pfn: Pfn,
+        batch: &mut TlbBatch,
+        swap: Option<SwapEntry>,
+    ) -> Result<usize, usize> {
+        let page = self.mem.page(pfn);
+        let replacement = swap.map_or(Pte::NONE, Pte::swap);
+        let mut done = 0;
+        for (core, addr, vm_flags) in self.rmap_candidates(pfn) {
+            let _ptl = lock_spin(cpu, &core.ptl);
+            let pte = pt::read_pte(&self.mem, core.mm.root(), self.levels, addr);
+            if !pte.has_frame() || pte.pfn() != pfn {
+                continue;
+            }
+            // An mlocked mapping keeps the page; so does a PROT_NONE entry, which
+            // `Mm::try_to_unmap` leaves alone as it does every non-present entry.
+            if vm_flags.contains(VmFlags::LOCKED) || !pte.is_present() {
+                return Err(done);
+            }
+            if let Some(e) = swap {
+                if self.hooks.swap.swap_duplicate(e).is_err() {
+                    return Err(done);
+                }
+            }
+            let old = core
+                .mm
+                .try_to_unmap(cpu, VirtAddr(addr), replacement, batch)
+                .expect("a page-aligned user address");
+            debug_assert_eq!(old, pte, "the entry changed under the page-table lock");
+            if old.is_dirty() {
+                page.set(PageFlags::DIRTY);
+            }
+            let kind = crate::mm::rss_kind(page.flags());
+            core.add_rss(kind, -1);
+            if swap.is_some() {
+                core.add_rss(RssKind::Swap, 1);
+            }
+            page.add_mapcount(-1);
+            let last = page.put_testzero();
+            debug_assert!(!last, "try_to_unmap's caller holds a reference");
+            done += 1;
+        }
+        Ok(done)
     }
 }

@@ -56,10 +56,23 @@ pub(crate) fn small_tlb(tiny: bool) -> TlbConfig {
 
 /// A machine with `cfg` and the given TLBs.
 pub(crate) fn machine_with(nr_cpus: u32, pages: u64, cfg: VmConfig, tlb: TlbConfig) -> Machine {
+    machine_hooks(nr_cpus, pages, cfg, tlb, |_| Hooks::default())
+}
+
+/// A machine whose hooks `hooks` makes from the allocator.
+pub(crate) fn machine_hooks(
+    nr_cpus: u32,
+    pages: u64,
+    cfg: VmConfig,
+    tlb: TlbConfig,
+    hooks: impl FnOnce(&Arc<Buddy>) -> Hooks,
+) -> Machine {
     let mut mcfg = MmuConfig::x86_64(nr_cpus);
     mcfg.tlb = tlb;
-    let (mmu, cpus) = Mmu::new(mcfg, buddy(nr_cpus, pages)).expect("valid MMU config");
-    let sys = VmSys::new(&mmu, cfg, Hooks::default(), CpuId(0)).expect("a zero page");
+    let buddy = buddy(nr_cpus, pages);
+    let hooks = hooks(&buddy);
+    let (mmu, cpus) = Mmu::new(mcfg, buddy).expect("valid MMU config");
+    let sys = VmSys::new(&mmu, cfg, hooks, CpuId(0)).expect("a zero page");
     Machine {
         sys,
         cpus: cpus.into_iter().map(CpuCtx::new).collect(),
@@ -185,5 +198,82 @@ impl VmFile for TestFile {
             .ok_or(FileFaultError::BeyondEof)?;
         self.buddy.mem().page(pfn).get();
         Ok(FilePage { pfn, major: false })
+    }
+}
+
+/// A swap device for the tests: "writing a page out" keeps the page itself as the swap cache
+/// (one reference), so swapping in hands the same frame back. Slot offsets are the page's pfn.
+#[cfg(not(mm_loom))]
+#[derive(Debug, Default)]
+pub(crate) struct TestSwap {
+    buddy: Option<Arc<Buddy>>,
+    /// Offset -> (frame, page-table references).
+    slots: mm_sync::sync::Mutex<std::collections::BTreeMap<u64, (Pfn, u32)>>,
+}
+
+#[cfg(not(mm_loom))]
+impl TestSwap {
+    pub(crate) fn new(buddy: &Arc<Buddy>) -> TestSwap {
+        TestSwap {
+            buddy: Some(buddy.clone()),
+            slots: Default::default(),
+        }
+    }
+
+    /// `add_to_swap`: gives `pfn` a slot, the swap cache taking a reference on the page.
+    pub(crate) fn add(&self, pfn: Pfn) -> mm_types::SwapEntry {
+        let buddy = self.buddy.as_ref().expect("a swap device with RAM");
+        buddy.mem().page(pfn).get();
+        self.slots.lock().insert(pfn.0, (pfn, 0));
+        mm_types::SwapEntry {
+            kind: 0,
+            offset: pfn.0,
+        }
+    }
+
+    /// Slots in use.
+    pub(crate) fn used(&self) -> usize {
+        self.slots.lock().len()
+    }
+}
+
+#[cfg(not(mm_loom))]
+impl crate::SwapBackend for TestSwap {
+    fn swap_in(
+        &self,
+        _cpu: CpuId,
+        e: mm_types::SwapEntry,
+    ) -> Result<crate::SwapIn, crate::SwapError> {
+        let (pfn, _) = *self
+            .slots
+            .lock()
+            .get(&e.offset)
+            .ok_or(crate::SwapError::Invalid)?;
+        self.buddy.as_ref().expect("RAM").mem().page(pfn).get();
+        Ok(crate::SwapIn { pfn, major: true })
+    }
+    fn swap_free(&self, cpu: CpuId, e: mm_types::SwapEntry) {
+        let mut slots = self.slots.lock();
+        let slot = slots.get_mut(&e.offset).expect("a slot in use");
+        slot.1 -= 1;
+        if slot.1 == 0 {
+            // The last reference: the slot and the swap cache's page reference go.
+            let (pfn, _) = slots.remove(&e.offset).expect("present");
+            let buddy = self.buddy.as_ref().expect("RAM");
+            let page = buddy.mem().page(pfn);
+            if page.put_testzero() {
+                page.set_flags(PageFlags::empty());
+                buddy.free(cpu, mm_buddy::Frame::from_raw(pfn, Order::ZERO));
+            }
+        }
+    }
+    fn swap_duplicate(&self, e: mm_types::SwapEntry) -> Result<(), crate::SwapError> {
+        let mut slots = self.slots.lock();
+        let slot = slots.get_mut(&e.offset).ok_or(crate::SwapError::Invalid)?;
+        slot.1 += 1;
+        Ok(())
+    }
+    fn swap_count(&self, e: mm_types::SwapEntry) -> u32 {
+        self.slots.lock().get(&e.offset).map_or(0, |s| s.1)
     }
 }

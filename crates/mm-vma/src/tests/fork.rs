@@ -347,3 +347,107 @@ fn processes_never_see_each_others_data() {
         p.exit(&mut m.cpus[0]);
     }
 }
+
+/// Reclaim's path through this layer: rmap unmaps a page shared by parent and child into a
+/// swap entry in both; each then faults it back in through the swap hook, with its data; exit
+/// frees the swap slots.
+#[test]
+fn try_to_unmap_swaps_a_shared_page_out_of_both_and_faults_bring_it_back() {
+    use super::fixture::{machine_hooks, small_tlb, TestSwap};
+    use mm_sync::sync::Arc;
+    let swap: std::cell::OnceCell<Arc<TestSwap>> = std::cell::OnceCell::new();
+    let mut m = machine_hooks(
+        1,
+        4096,
+        crate::VmConfig::linux_default(),
+        small_tlb(false),
+        |b| {
+            let s = Arc::new(TestSwap::new(b));
+            swap.set(s.clone()).expect("set once");
+            crate::Hooks {
+                swap: Box::new(s),
+                lru: Box::new(crate::NoLru),
+            }
+        },
+    );
+    let swap = swap.into_inner().expect("set by the hook factory");
+    let free0 = free_pages(&m.sys);
+    let parent = process(&mut m, 1);
+    let c = &mut m.cpus[0];
+    let a = parent
+        .mmap(c, VirtAddr(0), 2 * P, ProtFlags::RW, ANON, None)
+        .unwrap();
+    c.store_u64(&parent, a, 42).unwrap();
+    c.store_u64(&parent, VirtAddr(a.0 + P), 43).unwrap();
+    let child = parent.fork(c, Pid(2)).unwrap();
+    let pfn = parent.mm().lookup(c.mmu(), a).unwrap().pfn();
+    // Reclaim isolates the page (a reference), adds it to swap, unmaps it everywhere.
+    let page = m.sys.buddy().mem().page(pfn);
+    page.get();
+    let entry = swap.add(pfn);
+    let mut batch = mm_mmu::TlbBatch::new(m.sys.mmu());
+    assert_eq!(
+        m.sys.try_to_unmap(c.mmu(), pfn, &mut batch, Some(entry)),
+        Ok(2)
+    );
+    batch.flush(c.mmu());
+    m.sys.put_page(c.id(), pfn);
+    assert_eq!(page.mapcount(), 0);
+    assert_eq!(page.refcount(), 1, "only the swap cache holds it");
+    assert_eq!((parent.rss().anon, parent.rss().swap), (1, 1));
+    assert_eq!((child.rss().anon, child.rss().swap), (1, 1));
+    let smaps = crate::proc_smaps_rollup(&child, c);
+    assert!(
+        smaps.contains("Swap:                  4 kB\nSwapPss:               2 kB\n"),
+        "{smaps}"
+    );
+    assert!(crate::proc_status(&child).contains("VmSwap:\t       4 kB\n"));
+    parent.check_invariants(c).unwrap();
+    child.check_invariants(c).unwrap();
+    // Swap-in, a major fault, in the child first; the parent then finds it in the swap cache.
+    assert_eq!(c.load_u64(&child, a), Ok(42));
+    assert_eq!(child.core().faults().1, 1);
+    assert_eq!(c.load_u64(&parent, a), Ok(42));
+    assert_eq!(
+        swap.used(),
+        0,
+        "both entries were freed, and the slot with them"
+    );
+    assert_eq!(page.mapcount(), 2);
+    // The parent's write copies (the child maps it too); the child's then reuses.
+    c.store_u64(&parent, a, 1).unwrap();
+    c.store_u64(&child, a, 2).unwrap();
+    assert_eq!(
+        (c.load_u64(&parent, a), c.load_u64(&child, a)),
+        (Ok(1), Ok(2))
+    );
+    parent.check_invariants(c).unwrap();
+    child.check_invariants(c).unwrap();
+    // Swapped out again, then exit: the swap entries are freed with the address spaces.
+    let pfn2 = child.mm().lookup(c.mmu(), VirtAddr(a.0 + P)).unwrap().pfn();
+    m.sys.buddy().mem().page(pfn2).get();
+    let e2 = swap.add(pfn2);
+    let mut batch = mm_mmu::TlbBatch::new(m.sys.mmu());
+    assert_eq!(
+        m.sys.try_to_unmap(c.mmu(), pfn2, &mut batch, Some(e2)),
+        Ok(2)
+    );
+    batch.flush(c.mmu());
+    m.sys.put_page(c.id(), pfn2);
+    // An mlocked page stays mapped.
+    parent.mlock(c, a, P).unwrap();
+    let locked = parent.mm().lookup(c.mmu(), a).unwrap().pfn();
+    let mut batch = mm_mmu::TlbBatch::new(m.sys.mmu());
+    assert_eq!(
+        m.sys.try_to_unmap(c.mmu(), locked, &mut batch, None),
+        Err(0)
+    );
+    batch.flush(c.mmu());
+    assert_eq!(c.load_u64(&parent, a), Ok(1));
+    parent.exit(c);
+    child.exit(c);
+    assert_eq!(swap.used(), 0);
+    drop((parent, child));
+    m.cpus[0].mmu().leave_mm();
+    assert_eq!(free_pages(&m.sys), free0);
+}
