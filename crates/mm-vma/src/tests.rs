@@ -16,3 +16,5 @@ mod loom_common;
 mod model;
 #[cfg(not(mm_loom))]
 mod procfs;
+#[cfg(not(mm_loom))]
+mod threads;
