@@ -504,20 +504,28 @@ impl AddressSpace {
     /// Splits the VMA that contains `addr` strictly inside it into two (`split_vma`).
     /// Fails with ENOMEM at `max_map_count`.
     pub(crate) fn split_at(&self, st: &mut MmState, cpu: CpuId, addr: u64) -> Result<(), Errno> {
+        if st.vmas.lookup(addr).is_some_and(|v| v.start != addr)
+            && st.vmas.len() as u64 >= self.sys.cfg.max_map_count
+        {
+            return Err(Errno::Enomem);
+        }
+        self.split_at_unchecked(st, cpu, addr);
+        Ok(())
+    }
+
+    /// Splits like [`AddressSpace::split_at`] without the `max_map_count` check
+    /// (`__split_vma`): munmap checks the count itself, since its splits may not add a VMA.
+    pub(crate) fn split_at_unchecked(&self, st: &mut MmState, cpu: CpuId, addr: u64) {
         let Some(v) = st.vmas.lookup(addr) else {
-            return Ok(());
+            return;
         };
         if v.start == addr {
-            return Ok(());
-        }
-        if st.vmas.len() as u64 >= self.sys.cfg.max_map_count {
-            return Err(Errno::Enomem);
+            return;
         }
         let lo = v.derive(self.sys.new_id(), v.start, addr);
         let hi = v.derive(self.sys.new_id(), addr, v.end);
         let old = v.start;
         self.vma_replace(st, cpu, &[old], vec![lo, hi]);
-        Ok(())
     }
 
     /// Merges every mergeable pair of adjacent VMAs from the one ending at or below `lo` to

@@ -347,13 +347,14 @@ impl AddressSpace {
             return Ok(det);
         };
         if first.start < start {
+            // Only a hole strictly inside one VMA adds one.
             if end < first.end && st.vmas.len() as u64 >= self.sys.cfg.max_map_count {
                 return Err(Errno::Enomem);
             }
-            self.split_at(st, cpu, start)?;
+            self.split_at_unchecked(st, cpu, start);
         }
         if st.vmas.lookup(end - 1).is_some_and(|v| v.end > end) {
-            self.split_at(st, cpu, end)?;
+            self.split_at_unchecked(st, cpu, end);
         }
         let starts: Vec<u64> = st.vmas.overlapping(start, end).map(|v| v.start).collect();
         st.update_hiwater_vm();
