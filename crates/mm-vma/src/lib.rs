@@ -41,11 +41,11 @@
 //!
 //! # Locking protocol
 //! Lock order, outermost first:
-//! 1. **mmap lock** (per address space, [`lock`]-module rw_semaphore): read for faults,
-//!    GUP, madvise DONTNEED/FREE/WILLNEED and `/proc` walks; write for everything that
-//!    changes the VMA tree. munmap and brk shrink downgrade it to read while they zap,
-//!    unless the next VMA grows down (246c320a8cfe). Fork takes the parent's, then the
-//!    child's. Waiting is a spin that keeps handling IPIs.
+//! 1. **mmap lock** (per address space, an rw_semaphore): read for faults, GUP, madvise
+//!    DONTNEED/FREE/WILLNEED and `/proc` walks; write for everything that changes the VMA
+//!    tree. munmap and brk shrink downgrade it to read while they zap, unless the next VMA
+//!    grows down (246c320a8cfe). Fork takes the parent's, then the child's. Waiting is a
+//!    spin that keeps handling IPIs: a holder may be waiting for this CPU's acknowledgement.
 //! 2. **rmap locks** (registry, then one anon_vma or file list): while linking and unlinking
 //!    VMAs, and briefly in a walk to copy the links out.
 //! 3. **page-table lock** of the address space (`MmCore`'s spin lock, waited for with IPIs
