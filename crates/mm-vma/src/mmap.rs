@@ -20,6 +20,18 @@ pub(crate) fn page_align(v: u64) -> Option<u64> {
     v.checked_add(PAGE - 1).map(|x| x & !(PAGE - 1))
 }
 
+/// `do_munmap`'s argument checks: `start..start + len` page aligned, inside the user range,
+/// not empty; returns the page-aligned end.
+fn munmap_end(start: u64, len: u64) -> Result<u64, Errno> {
+    if start & (PAGE - 1) != 0 || start > TASK_SIZE || len > TASK_SIZE - start {
+        return Err(Errno::Einval);
+    }
+    match page_align(len) {
+        Some(l) if l > 0 => Ok(start + l),
+        _ => Err(Errno::Einval),
+    }
+}
+
 /// The VMAs munmap took out of the tree, with the page-table range their teardown may free.
 pub(crate) struct Detached {
     pub(crate) start: u64,
@@ -398,16 +410,10 @@ impl AddressSpace {
     /// (246c320a8cfe, CVE-2020-29369).
     pub fn munmap(&self, ctx: &mut CpuCtx, addr: VirtAddr, len: u64) -> Result<(), Errno> {
         let start = addr.0;
-        if start & (PAGE - 1) != 0 || start > TASK_SIZE || len > TASK_SIZE - start {
-            return Err(Errno::Einval);
-        }
-        let len = page_align(len).ok_or(Errno::Einval)?;
-        if len == 0 {
-            return Err(Errno::Einval);
-        }
+        let end = munmap_end(start, len)?;
         let cpu = ctx.id();
         let mut st = self.state.write(ctx.mmu());
-        let det = self.munmap_detach(&mut st, cpu, start, start + len)?;
+        let det = self.munmap_detach(&mut st, cpu, start, end)?;
         #[cfg(test)]
         let downgrade = !det.next_grows_down || self.regress.munmap_downgrade_ignores_growsdown;
         #[cfg(not(test))]
@@ -437,7 +443,7 @@ impl AddressSpace {
         }
         // check_data_rlimit.
         if st.rlimits.data != u64::MAX
-            && (brk - st.start_brk) + (st.end_data - st.start_data) > st.rlimits.data
+            && (brk - st.start_brk).saturating_add(st.end_data - st.start_data) > st.rlimits.data
         {
             return VirtAddr(orig);
         }
@@ -641,7 +647,9 @@ impl AddressSpace {
         }
         if old_len >= new_len {
             if old_len > new_len {
-                let det = self.munmap_detach(&mut st, cpu, addr + new_len, addr + old_len)?;
+                let tail = addr.saturating_add(new_len);
+                let end = munmap_end(tail, old_len - new_len)?;
+                let det = self.munmap_detach(&mut st, cpu, tail, end)?;
                 self.munmap_finish(ctx, det);
             }
             return Ok(VirtAddr(addr));
@@ -651,8 +659,9 @@ impl AddressSpace {
         let (vend, vflags) = (v.end, v.flags);
         if old_len == vend - addr {
             // Grow in place if the pages after the VMA are free (vma_expandable).
-            let ext_end = addr + new_len;
-            let expandable = !st.vmas.intersects(vend, ext_end)
+            let ext_end = addr.saturating_add(new_len);
+            let expandable = ext_end <= TASK_SIZE
+                && !st.vmas.intersects(vend, ext_end)
                 && self
                     .get_unmapped_area(&st, vstart, ext_end - vstart, true)
                     .is_ok();
@@ -709,18 +718,21 @@ impl AddressSpace {
         if new_len > TASK_SIZE || new_addr > TASK_SIZE - new_len {
             return Err(Errno::Einval);
         }
-        if addr + old_len > new_addr && new_addr + new_len > addr {
+        if addr.saturating_add(old_len) > new_addr && new_addr + new_len > addr {
             return Err(Errno::Einval);
         }
         if st.vmas.len() as u64 + 2 >= self.sys.cfg.max_map_count - 3 {
             return Err(Errno::Enomem);
         }
         if flags.contains(MremapFlags::FIXED) {
-            let det = self.munmap_detach(st, cpu, new_addr, new_addr + new_len)?;
+            let end = munmap_end(new_addr, new_len)?;
+            let det = self.munmap_detach(st, cpu, new_addr, end)?;
             self.munmap_finish(ctx, det);
         }
         if old_len > new_len {
-            let det = self.munmap_detach(st, cpu, addr + new_len, addr + old_len)?;
+            let tail = addr.saturating_add(new_len);
+            let end = munmap_end(tail, old_len - new_len)?;
+            let det = self.munmap_detach(st, cpu, tail, end)?;
             self.munmap_finish(ctx, det);
             old_len = new_len;
         }

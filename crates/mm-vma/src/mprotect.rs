@@ -216,11 +216,13 @@ impl AddressSpace {
         st.vmas.lookup(tmp - 1).map_or(tmp, |v| v.end.max(tmp))
     }
 
-    /// The page-aligned range of an mlock call: `(start, end)`.
-    fn lock_range(addr: u64, len: u64) -> Result<(u64, u64), Errno> {
+    /// The page-aligned start and length of an mlock call, computed as Linux does in
+    /// unsigned arithmetic (a wrapping length becomes a short one; `apply_vma_lock_flags`
+    /// rejects a range that wraps the address space).
+    fn lock_range(addr: u64, len: u64) -> (u64, u64) {
         let start = addr & !(PAGE - 1);
-        let len = page_align(len + (addr - start)).ok_or(Errno::Enomem)?;
-        Ok((start, start.checked_add(len).ok_or(Errno::Einval)?))
+        let len = len.wrapping_add(addr - start).wrapping_add(PAGE - 1) & !(PAGE - 1);
+        (start, len)
     }
 
     /// Locks the pages of `addr..addr + len` in memory (`mlock`): marks the VMAs
@@ -228,19 +230,20 @@ impl AddressSpace {
     /// limit, for an unmapped hole, or if a page could not be faulted in (a `PROT_NONE`
     /// range); EAGAIN if memory ran out while populating.
     pub fn mlock(&self, ctx: &mut CpuCtx, addr: VirtAddr, len: u64) -> Result<(), Errno> {
-        let (start, end) = Self::lock_range(addr.0, len)?;
+        let (start, len) = Self::lock_range(addr.0, len);
         let cpu = ctx.id();
+        let end = start.wrapping_add(len);
         {
             let mut st = self.state.write(ctx.mmu());
             if st.rlimits.memlock == 0 {
                 return Err(Errno::Eperm);
             }
             let limit = st.rlimits.memlock >> PAGE_SHIFT;
-            let mut locked = ((end - start) >> PAGE_SHIFT) + st.locked_vm();
+            let mut locked = (len >> PAGE_SHIFT) + st.locked_vm();
             if locked > limit {
                 let already: u64 = st
                     .vmas
-                    .overlapping(start, end)
+                    .overlapping(start, end.max(start))
                     .filter(|v| v.flags.contains(VmFlags::LOCKED))
                     .map(|v| (v.end.min(end) - v.start.max(start)) >> PAGE_SHIFT)
                     .sum();
@@ -262,7 +265,8 @@ impl AddressSpace {
 
     /// Unlocks `addr..addr + len` (`munlock`); ENOMEM for an unmapped hole.
     pub fn munlock(&self, ctx: &mut CpuCtx, addr: VirtAddr, len: u64) -> Result<(), Errno> {
-        let (start, end) = Self::lock_range(addr.0, len)?;
+        let (start, len) = Self::lock_range(addr.0, len);
+        let end = start.wrapping_add(len);
         let cpu = ctx.id();
         let mut st = self.state.write(ctx.mmu());
         self.apply_vma_lock_flags(&mut st, cpu, start, end, VmFlags::empty())

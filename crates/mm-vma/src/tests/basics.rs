@@ -778,3 +778,43 @@ fn randomized_layouts_differ_by_seed_and_stay_valid() {
     bases.dedup();
     assert_eq!(bases.len(), 3);
 }
+
+#[test]
+fn huge_and_wrapping_arguments_are_errors_not_panics() {
+    let mut m = machine(1, 4096);
+    let as_ = process(&mut m, 1);
+    let c = &mut m.cpus[0];
+    let a = as_.mmap(c, va(0), 2 * P, RW, ANON, None).unwrap();
+    let big = [
+        u64::MAX,
+        u64::MAX - P + 1,
+        1 << 63,
+        TASK_SIZE,
+        TASK_SIZE + P,
+    ];
+    for &n in &big {
+        assert!(as_.mmap(c, va(0), n, RW, ANON, None).is_err());
+        assert!(as_
+            .mmap(c, va(n & !(P - 1)), P, RW, ANON | MapFlags::FIXED, None)
+            .is_err());
+        assert!(as_.munmap(c, a, n).is_err());
+        assert!(as_.munmap(c, va(n & !(P - 1)), P).is_err());
+        let _ = as_.mprotect(c, a, n, RW);
+        let _ = as_.madvise(c, a, n, 4);
+        let _ = as_.mlock(c, va(a.0 + 1), n);
+        let _ = as_.munlock(c, a, n);
+        let _ = as_.mremap(c, a, n, P, MremapFlags::empty(), va(0));
+        let _ = as_.mremap(c, a, P, n, MremapFlags::MAYMOVE, va(0));
+        let _ = as_.mremap(
+            c,
+            a,
+            n,
+            n,
+            MremapFlags::MAYMOVE | MremapFlags::FIXED,
+            va(0x4000_0000),
+        );
+        assert_eq!(as_.brk(c, va(n)), va(ELF_ET_DYN_BASE));
+    }
+    check(&as_, c);
+    as_.exit(c);
+}
