@@ -1,7 +1,7 @@
 //! `mprotect` (mm/mprotect.c), `mlock`/`munlock` (mm/mlock.c) and `madvise` (mm/madvise.c).
 
 use crate::ctx::CpuCtx;
-use crate::fault::{replace_present, BUSY};
+use crate::fault::BUSY;
 use crate::flags::{Advice, ProtFlags, VmFlags};
 use crate::lock::lock_spin;
 use crate::mm::{AddressSpace, MmState};
@@ -458,20 +458,32 @@ impl AddressSpace {
             );
             tlb.finish(ctx.mmu());
         }
-        for (va, pte) in present {
-            let page = sys.mem.page(pte.pfn());
-            page.clear(PageFlags::DIRTY | PageFlags::SWAPBACKED);
-            sys.hooks.lru.lazyfree(cpu, pte.pfn());
-            if pte.is_dirty() || pte.is_young() {
-                // Clean and old: park the busy marker, flush, map the page again.
-                replace_present(ctx, self, va, |ctx| {
-                    self.core
-                        .mm
-                        .map(ctx.mmu(), VirtAddr(va), pte.pfn(), pte.prot())
-                        .expect("the marker's page table exists");
-                });
-            }
+        // Clean and old: park the busy marker in every entry, flush once, map the pages again.
+        let stale: Vec<(u64, Pte)> = present
+            .into_iter()
+            .filter(|(_, pte)| {
+                let page = sys.mem.page(pte.pfn());
+                page.clear(PageFlags::DIRTY | PageFlags::SWAPBACKED);
+                sys.hooks.lru.lazyfree(cpu, pte.pfn());
+                pte.is_dirty() || pte.is_young()
+            })
+            .collect();
+        if stale.is_empty() {
+            return;
         }
-        debug_assert!(Pte::swap(BUSY).swap_entry() == Some(BUSY));
+        let mut batch = mm_mmu::TlbBatch::new(&sys.mmu);
+        for (va, _) in &stale {
+            self.core
+                .mm
+                .try_to_unmap(ctx.mmu(), VirtAddr(*va), Pte::swap(BUSY), &mut batch)
+                .expect("page-aligned user address");
+        }
+        batch.flush(ctx.mmu());
+        for (va, pte) in stale {
+            self.core
+                .mm
+                .map(ctx.mmu(), VirtAddr(va), pte.pfn(), pte.prot())
+                .expect("the marker's page table exists");
+        }
     }
 }

@@ -65,8 +65,10 @@ fn two_cpus_fault_zap_map_unmap_and_fork_one_process_concurrently() {
     .unwrap();
     let mut c1 = m.cpus.pop().unwrap();
     let mut c0 = m.cpus.pop().unwrap();
+    // Each thread, once done, keeps acknowledging shootdowns until the other is done too.
     let done = Arc::new(AtomicBool::new(false));
-    let (as1, done1) = (as_.clone(), done.clone());
+    let a_done = Arc::new(AtomicBool::new(false));
+    let (as1, done1, a_done1) = (as_.clone(), done.clone(), a_done.clone());
     let t = thread::spawn(move || {
         // Thread B: maps, touches, protects and unmaps its own region, and forks.
         let mut rng = Xorshift(0x9e37_79b9_7f4a_7c15);
@@ -113,15 +115,16 @@ fn two_cpus_fault_zap_map_unmap_and_fork_one_process_concurrently() {
             }
         }
         done1.store(true, Ordering::Release);
-        // Stay in the cpumask acknowledging shootdowns until the other CPU is done.
-        c1.mmu().leave_mm();
+        c1.mmu()
+            .spin_until(|| a_done1.load(Ordering::Acquire).then_some(()));
         c1
     });
     writer(&mut c0, &as_, own, 64, 0x1234_5678, 60_000);
-    // Keep acknowledging until thread B is done with its shootdowns.
+    a_done.store(true, Ordering::Release);
     c0.mmu()
         .spin_until(|| done.load(Ordering::Acquire).then_some(()));
     let mut c1 = t.join().unwrap();
+    c1.mmu().leave_mm();
     as_.check_invariants(&mut c0).unwrap();
     assert_eq!(
         c0.load_u64(&as_, VirtAddr(0x3000_0000)),
@@ -157,6 +160,7 @@ fn two_processes_on_two_cpus_keep_their_data_apart() {
         .unwrap();
         c.mmu().leave_mm();
     }
+    // Different address spaces: neither CPU is ever in the other's cpumask.
     let b1 = b.clone();
     let t = thread::spawn(move || {
         writer(&mut c1, &b1, base, 64, 77, 20_000);
