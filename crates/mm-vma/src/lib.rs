@@ -21,7 +21,9 @@
 //!   the fault handler, returning [`AccessError`] (a [`Signal`] or OOM) on a bad access.
 //! - The fault handler: demand-zero (the shared zero page for reads), file and shmem faults
 //!   ([`VmFile`]), COW copy or reuse, swap-in ([`SwapBackend`]), stack growth.
-//! - rmap ([`VmSys::rmap_walk`]): anon_vmas linked through fork, and per-file lists.
+//! - rmap ([`VmSys::rmap_walk`]): anon_vmas linked through fork, and per-file lists; and
+//!   [`VmSys::try_to_unmap`], reclaim's way to replace every mapping of a page with a swap
+//!   entry (or nothing) under each address space's page-table lock, with a batched flush.
 //! - [`proc_status`], [`proc_statm`], [`proc_maps`], [`proc_smaps`], [`proc_smaps_rollup`].
 //!
 //! # Invariants
@@ -37,6 +39,14 @@
 //!   keeps the zap's reference until after the flush.
 //! - References to mapped pages are taken only under the page-table lock (GUP, COW, fork) or
 //!   by a fault that fills an empty entry with a new or page-cache page.
+//! - An entry this layer replaces holds a non-present busy marker (a non-swap entry) between
+//!   the flush of the old translation and the new one, never nothing: an empty entry only
+//!   ever becomes present.
+//!
+//! The machine's side: every CPU in an address space's cpumask keeps handling its IPIs (a
+//! CPU actor between quanta, any CPU while it waits for a lock of this layer); the CPU does
+//! not hold its `PcpLocked` guard while it runs this crate's code; an `AddressSpace` is
+//! `exit`ed before it is dropped.
 //! - The shared zero page is never counted, referenced or freed while the layer lives.
 //!
 //! # Locking protocol
