@@ -733,13 +733,15 @@ impl Buddy {
         let costly = order.get() > PAGE_ALLOC_COSTLY_ORDER;
         let mut no_progress_loops = 0u32;
         let mut drained = false;
+        // The slow path never holds this CPU's pcp lists: each attempt locks them itself.
+        let try_alloc = |flags: AllocFlags| {
+            self.get_page_from_freelist(&mut PcpRef::Lock(cpu), order, gfp, flags, highest)
+        };
         loop {
             if flags.kswapd {
                 self.wake_all_kswapds(order, highest);
             }
-            if let Some(f) =
-                self.get_page_from_freelist(&mut PcpRef::Lock(cpu), order, gfp, flags, highest)
-            {
+            if let Some(f) = try_alloc(flags) {
                 return Ok(f);
             }
             let mut give_up = !gfp.can_direct_reclaim();
@@ -747,21 +749,13 @@ impl Buddy {
                 // Direct reclaim, then drain the pcp lists once and retry.
                 self.stalls[highest.index()].fetch_add(1, mm_sync::untracked::Ordering::Relaxed);
                 let reclaimed = self.slow.direct_reclaim(self, cpu, order, gfp, highest);
-                if let Some(f) =
-                    self.get_page_from_freelist(&mut PcpRef::Lock(cpu), order, gfp, flags, highest)
-                {
+                if let Some(f) = try_alloc(flags) {
                     return Ok(f);
                 }
                 if !drained {
                     drained = true;
                     self.drain_all_pages(None);
-                    if let Some(f) = self.get_page_from_freelist(
-                        &mut PcpRef::Lock(cpu),
-                        order,
-                        gfp,
-                        flags,
-                        highest,
-                    ) {
+                    if let Some(f) = try_alloc(flags) {
                         return Ok(f);
                     }
                 }
@@ -796,13 +790,7 @@ impl Buddy {
                         min_reserve: true,
                         ..flags
                     };
-                    if let Some(f) = self.get_page_from_freelist(
-                        &mut PcpRef::Lock(cpu),
-                        order,
-                        gfp,
-                        nofail,
-                        highest,
-                    ) {
+                    if let Some(f) = try_alloc(nofail) {
                         return Ok(f);
                     }
                     self.slow.cond_resched(cpu);
