@@ -250,6 +250,15 @@ impl Zone {
     pub fn boost(&self) -> u64 {
         self.boost.load(untracked::Ordering::Relaxed)
     }
+    /// Lowers the watermark boost by up to `pages`, as kswapd does at the end of a boosted
+    /// `balance_pgdat` (`zone->watermark_boost -= min(zone->watermark_boost, zone_boosts[i])`).
+    pub fn reduce_boost(&self, pages: u64) {
+        let _ = self.boost.fetch_update(
+            untracked::Ordering::Relaxed,
+            untracked::Ordering::Relaxed,
+            |b| Some(b - b.min(pages)),
+        );
+    }
     /// Returns `wmark_pages(zone, i)`: mark `i` (0 min, 1 low, 2 high, 3 promo) plus boost.
     #[inline]
     pub(crate) fn wmark_pages(&self, i: usize) -> u64 {

@@ -264,6 +264,9 @@ fn a_run_with_a_violation_exits_3_and_a_clean_one_0() {
         processes: vec![],
         samples: vec![],
         stall: None,
+        daemons: mm_sim::DaemonReport::default(),
+        oom_kills: vec![],
+        proc_snapshots: vec![],
     };
     assert_eq!(crate::machine::violation(&r), None);
     r.integrity.corruptions = 1;

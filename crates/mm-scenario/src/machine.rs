@@ -19,6 +19,10 @@ pub(crate) const MAX_MEMORY: u64 = 64 * TIB;
 pub(crate) const DMA_END_PFN: u64 = 4096;
 /// Pfns below this are in DMA32's range (4 GiB); Normal starts here.
 pub(crate) const DMA32_END_PFN: u64 = 1 << 20;
+/// `machine.disk.latency_us`: up to 10 s.
+const DISK_LATENCY_US: Bounds = Bounds::Range(0, 10_000_000);
+/// `machine.disk.mib_per_s`: 1 MiB/s to 1 TiB/s.
+const DISK_MIB_PER_S: Bounds = Bounds::Range(1, 1 << 20);
 /// A pfn or page count: non-negative.
 const PAGES: Bounds = Bounds::Range(0, i64::MAX);
 
@@ -30,6 +34,7 @@ pub(crate) struct Machine {
     pub(crate) cpus: u32,
     pub(crate) memory_bytes: u64,
     pub(crate) zones: Option<Vec<ZoneSpec>>,
+    pub(crate) disk: mm_sim::DiskSpec,
 }
 
 impl Machine {
@@ -40,24 +45,36 @@ impl Machine {
             memory_bytes: self.memory_bytes,
             zones: self.zones,
             sysctl,
+            disk: self.disk,
         }
     }
 }
 
 /// Reads and validates `[machine]`.
 pub(crate) fn read(machine: &Table<'_, '_>) -> Result<Machine, ScenarioError> {
-    machine.deny_unknown(&["cpus", "memory", "zone"])?;
+    machine.deny_unknown(&["cpus", "memory", "zone", "disk"])?;
     let cpus = machine.require_int("cpus", CPUS)?;
     let memory = read_memory(machine)?;
     let zones = match machine.tables("zone")? {
         None => None,
         Some(tables) => Some(read_zones(machine, &tables, &memory)?),
     };
+    let mut disk = mm_sim::DiskSpec::default();
+    if let Some(t) = machine.table("disk")? {
+        t.deny_unknown(&["latency_us", "mib_per_s"])?;
+        if let Some(v) = t.int("latency_us", DISK_LATENCY_US)? {
+            disk.latency_us = v.unsigned_abs();
+        }
+        if let Some(v) = t.int("mib_per_s", DISK_MIB_PER_S)? {
+            disk.mib_per_s = v.unsigned_abs();
+        }
+    }
     Ok(Machine {
         // In range 1..=256, checked above.
         cpus: u32::try_from(*cpus.get_ref()).unwrap_or(u32::MAX),
         memory_bytes: *memory.get_ref(),
         zones,
+        disk,
     })
 }
 

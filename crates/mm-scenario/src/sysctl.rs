@@ -32,6 +32,7 @@ const VM_KEYS: &[&str] = &[
     "overcommit_memory",
     "overcommit_ratio",
     "watermark_boost_factor",
+    "dirty_writeback_centisecs",
 ];
 
 /// Reads `[sysctl]`; `None` (no table) gives the defaults.
@@ -74,6 +75,9 @@ pub(crate) fn read(sysctl: Option<&Table<'_, '_>>) -> Result<Sysctl, ScenarioErr
     }
     if let Some(v) = vm.int("watermark_boost_factor", NON_NEGATIVE)? {
         out.watermark_boost_factor = u32_of(v);
+    }
+    if let Some(v) = vm.int("dirty_writeback_centisecs", NON_NEGATIVE)? {
+        out.dirty_writeback_centisecs = u32_of(v);
     }
     Ok(out)
 }

@@ -496,6 +496,7 @@ fn sysctl_defaults_apply_when_absent_or_partial() {
             overcommit_memory: 2,
             overcommit_ratio: 0,
             watermark_boost_factor: 0,
+            dirty_writeback_centisecs: 500,
         }
     );
 }

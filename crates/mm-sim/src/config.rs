@@ -14,6 +14,8 @@ pub struct MachineConfig {
     pub zones: Option<Vec<ZoneSpec>>,
     /// The `vm.*` sysctls.
     pub sysctl: Sysctl,
+    /// The block device the I/O engine simulates.
+    pub disk: crate::DiskSpec,
 }
 
 /// One zone of an explicit geometry, as `/proc/zoneinfo` reports it.
@@ -50,6 +52,8 @@ pub struct Sysctl {
     pub overcommit_ratio: u32,
     /// `vm.watermark_boost_factor` (default 15000).
     pub watermark_boost_factor: u32,
+    /// `vm.dirty_writeback_centisecs`: the flusher's period (default 500; 0 disables it).
+    pub dirty_writeback_centisecs: u32,
 }
 
 impl Default for Sysctl {
@@ -63,6 +67,7 @@ impl Default for Sysctl {
             overcommit_memory: 0,
             overcommit_ratio: 50,
             watermark_boost_factor: 15000,
+            dirty_writeback_centisecs: 500,
         }
     }
 }

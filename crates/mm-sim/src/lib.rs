@@ -26,12 +26,23 @@
 #![deny(unsafe_code)]
 
 mod config;
+mod daemon;
 mod error;
 mod procfs;
 mod run;
 pub mod workload;
 
-pub use run::{ExitKind, ProcessReport, RunError, RunOpts, RunReport, Sample, TlbReport};
+pub use daemon::flusher::{FlusherMsg, FlusherStats, WbReason, Writeback};
+pub use daemon::io::{
+    Completion, DiskSpec, IoDone, IoMsg, IoOp, IoRequest, IoStats, MAX_FILE_BYTES,
+};
+pub use daemon::kswapd::{KswapdMsg, KswapdShared, NodeReclaim, MAX_RECLAIM_RETRIES};
+pub use daemon::reaper::{ReaperMsg, ReaperStats};
+pub use daemon::sampler::SamplerMsg;
+pub use run::{
+    oom_score, DaemonReport, ExitKind, OomKill, ProcSnapshot, ProcessReport, RunError, RunOpts,
+    RunProgress, RunReport, Sample, TlbReport,
+};
 
 pub use config::{MachineConfig, Sysctl, ZoneSpec};
 pub use error::BootError;
@@ -41,6 +52,8 @@ use mm_buddy::{Buddy, BuddyConfig, ZoneConfig};
 use mm_mmu::{Mmu, MmuConfig};
 use mm_phys::PhysMem;
 use mm_slab::SlabAllocator;
+use mm_sync::channel::Receiver;
+use mm_sync::sync::atomic::{AtomicU64, Ordering};
 use mm_sync::sync::{Arc, Mutex};
 use mm_types::{CpuId, Pfn, Pid, ZoneId, PAGE_SIZE};
 use mm_vma::{AddressSpace, CpuCtx, Hooks, Overcommit, VmConfig, VmEvents, VmSys};
@@ -70,6 +83,12 @@ pub struct Machine {
     spaces: Arc<Mutex<BTreeMap<Pid, Arc<AddressSpace>>>>,
     /// VMA-layer events of finished runs (pgfault, pgmajfault, pgreuse).
     events: Mutex<VmEvents>,
+    /// Node 0's kswapd state, shared with the allocator's slow path.
+    kswapd: Arc<KswapdShared>,
+    /// kswapd's mailbox until a run starts the actor.
+    kswapd_rx: Mutex<Option<Receiver<KswapdMsg>>>,
+    /// `oom_kill`: processes killed for want of memory.
+    oom_kills: AtomicU64,
 }
 
 impl Machine {
@@ -114,6 +133,12 @@ impl Machine {
                 thp_enabled: THP_ENABLED,
             },
         )?;
+        let (kswapd_tx, kswapd_rx) = mm_sync::channel::unbounded();
+        let kswapd = Arc::new(KswapdShared::new(daemon::Mailbox::new(kswapd_tx)));
+        let mut buddy = buddy;
+        buddy.set_slow_path(Box::new(daemon::kswapd::MachineSlowPath {
+            kswapd: kswapd.clone(),
+        }));
         let buddy = Arc::new(buddy);
         let slab = SlabAllocator::new(buddy.clone())?;
         let (mmu, mmu_cpus) = Mmu::new(MmuConfig::x86_64(config.cpus), buddy.clone())
@@ -137,6 +162,9 @@ impl Machine {
             cpus: Some(mmu_cpus.into_iter().map(CpuCtx::new).collect()),
             spaces: Arc::new(Mutex::new(BTreeMap::new())),
             events: Mutex::new(VmEvents::default()),
+            kswapd,
+            kswapd_rx: Mutex::new(Some(kswapd_rx)),
+            oom_kills: AtomicU64::new(0),
         })
     }
 
@@ -171,6 +199,27 @@ impl Machine {
 
     pub(crate) fn return_cpus(&mut self, cpus: Vec<CpuCtx>) {
         self.cpus = Some(cpus);
+    }
+
+    pub(crate) fn take_kswapd_mailbox(&self) -> Option<Receiver<KswapdMsg>> {
+        self.kswapd_rx.lock().take()
+    }
+
+    pub(crate) fn return_kswapd_mailbox(&self, rx: Receiver<KswapdMsg>) {
+        *self.kswapd_rx.lock() = Some(rx);
+    }
+
+    /// Returns node 0's kswapd state (wake-ups, runs, failures).
+    pub fn kswapd(&self) -> &Arc<KswapdShared> {
+        &self.kswapd
+    }
+
+    pub(crate) fn record_oom_kills(&self, n: u64) {
+        self.oom_kills.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn oom_kill_count(&self) -> u64 {
+        self.oom_kills.load(Ordering::Relaxed)
     }
 
     /// A context for kernel work the machine does outside any CPU's tasks (creating a

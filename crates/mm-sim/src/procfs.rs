@@ -313,6 +313,8 @@ impl Snapshot {
         c.insert("pgfault", vm.pgfault);
         c.insert("pgmajfault", vm.pgmajfault);
         c.insert("pgreuse", vm.pgreuse);
+        c.insert("pageoutrun", m.kswapd().pageoutrun());
+        c.insert("oom_kill", m.oom_kill_count());
         c.insert("nr_page_table_pages", m.mmu().nr_pagetables());
         c.insert("committed_as", m.vm().committed_pages().max(0) as u64);
         let anon = m.anon_pages();
@@ -324,14 +326,7 @@ impl Snapshot {
         c.insert("numa_local", pgalloc);
         let totalreserve = b.totalreserve_pages();
         let free: u64 = zones.iter().map(|z| z.nr_free_pages).sum();
-        let file = 0u64;
-        // global_dirtyable_memory(): free - min(free, totalreserve) + file LRU pages + 1.
-        let dirtyable = free - free.min(totalreserve) + file + 1;
-        let thresh = dirtyable * 20 / 100;
-        let mut bg = dirtyable * 10 / 100;
-        if bg >= thresh {
-            bg = thresh / 2;
-        }
+        let (thresh, bg) = global_dirty_limits(free, totalreserve, 0);
         c.insert("nr_dirty_threshold", thresh);
         c.insert("nr_dirty_background_threshold", bg);
         // struct page storage: 64 bytes per spanned page.
@@ -386,6 +381,19 @@ pub(crate) fn meminfo_fields(m: &Machine) -> Vec<(String, u64)> {
 }
 
 /// `/proc/vmstat` as (name, value) pairs, in file order.
+/// `global_dirty_limits` with the default `vm.dirty_ratio` (20) and
+/// `vm.dirty_background_ratio` (10): (threshold, background threshold) in pages, from free
+/// pages, `totalreserve_pages` and the file LRU pages (`global_dirtyable_memory`).
+pub(crate) fn global_dirty_limits(free: u64, totalreserve: u64, file_lru: u64) -> (u64, u64) {
+    let dirtyable = free - free.min(totalreserve) + file_lru + 1;
+    let thresh = dirtyable * 20 / 100;
+    let mut bg = dirtyable * 10 / 100;
+    if bg >= thresh {
+        bg = thresh / 2;
+    }
+    (thresh, bg)
+}
+
 pub(crate) fn vmstat_fields(m: &Machine) -> Vec<(String, u64)> {
     let s = Snapshot::take(m);
     vmstat(&s)

@@ -1,21 +1,35 @@
 //! Running workloads: one OS thread per simulated CPU, each running the tasks bound to it one
-//! quantum at a time, while the driver thread starts processes on schedule, samples
-//! `/proc/meminfo`, runs the invariant checker and watches for stalls.
+//! quantum at a time; the daemon actors (kswapd, the flusher, the OOM reaper, the I/O engine
+//! and the sampler) on their own threads; and the driver thread, which starts processes on
+//! schedule, runs the invariant checker and watches for stalls.
+//!
+//! Lifecycle: every thread is spawned in one scope and joined before [`Machine::run`]
+//! returns. The driver ends the run by (on a deadline or a stall) setting `stop` and shutting
+//! the I/O engine down, which completes every queued request so parked tasks come back and
+//! are killed; then it joins the CPUs, and last sends `Shutdown` to each daemon and joins it.
 //!
 //! # Locking protocol
 //! - Each CPU's run queue is a `Mutex<VecDeque<Task>>`: its CPU pops the front and pushes the
-//!   task back after a quantum; the driver and forking CPUs push new tasks. No other lock is
-//!   held while a task runs.
+//!   task back after a quantum; the driver, forking CPUs and the I/O engine (a completed
+//!   request's task) push tasks. No other lock is held while a task runs.
+//! - A task waiting for I/O is in no run queue: its request's completion owns it. It still
+//!   counts in `live_tasks`, so CPUs keep running (and answering IPIs) until it is back.
 //! - The process table is a `Mutex<BTreeMap<Pid, Proc>>`, taken briefly to create, kill and
 //!   reap processes; never while a task runs an operation.
 //! - Kernel code runs on the CPU thread that entered it, with that CPU's `CpuCtx` (`&mut`, no
 //!   lock); between quanta and while idle the CPU handles its TLB-shootdown IPIs.
 
-use crate::workload::{Integrity, Op, OpResult, ProcessPlan, Workload, WorkloadEnv};
+use crate::daemon::flusher::{Flusher, FlusherMsg, FlusherStats};
+use crate::daemon::io::{IoDone, IoEngine, IoMsg, IoOp, IoRequest, IoStats};
+use crate::daemon::kswapd::{Kswapd, KswapdMsg};
+use crate::daemon::reaper::{Reaper, ReaperMsg, ReaperStats};
+use crate::daemon::sampler::{Sampler, SamplerMsg};
+use crate::daemon::{self, ActorStatus, Mailbox};
+use crate::workload::{Integrity, Op, OpResult, ProcessPlan, Workload, WorkloadEnv, MAX_IO_BYTES};
 use crate::Machine;
 use mm_sync::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use mm_sync::sync::{Arc, Mutex};
-use mm_types::{CpuId, Errno, Pid, VirtAddr};
+use mm_types::{CpuId, Errno, Pid, VirtAddr, PAGE_SIZE};
 
 use mm_vma::{AccessError, AddressSpace, CpuCtx, Layout, MapFlags, ProtFlags, Signal, VmEvents};
 use std::collections::{BTreeMap, VecDeque};
@@ -24,6 +38,8 @@ use std::time::{Duration, Instant};
 /// How a run proceeds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunOpts {
+    /// Progress callbacks' interval (see [`Machine::run_observed`]).
+    pub progress_every: Duration,
     /// The run's seed (workloads get theirs from the scenario; recorded in the report).
     pub seed: u64,
     /// Operations per quantum.
@@ -36,17 +52,25 @@ pub struct RunOpts {
     pub stall_after: Duration,
     /// Ends the run after this long even if tasks remain (they are killed).
     pub deadline: Option<Duration>,
+    /// Keep each process's `/proc/PID` files as it exits ([`RunReport::proc_snapshots`]).
+    pub proc_snapshots: bool,
+    /// How long the OOM reaper waits for a victim to exit by itself (`OOM_REAPER_DELAY`,
+    /// 2 s in Linux).
+    pub oom_reaper_delay: Duration,
 }
 
 impl Default for RunOpts {
     fn default() -> Self {
         RunOpts {
+            progress_every: Duration::from_millis(100),
             seed: 0,
             quantum: 64,
             sample_every: Duration::from_millis(100),
             check_every: Duration::from_millis(250),
             stall_after: Duration::from_secs(10),
             deadline: None,
+            proc_snapshots: false,
+            oom_reaper_delay: Duration::from_secs(2),
         }
     }
 }
@@ -131,6 +155,90 @@ pub struct Sample {
     pub t_ms: u64,
     /// `/proc/meminfo` fields in kB (Linux names).
     pub meminfo: Vec<(String, u64)>,
+    /// `/proc/vmstat` counters (Linux names).
+    pub vmstat: Vec<(String, u64)>,
+}
+
+/// What the daemons did in a run.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DaemonReport {
+    /// Wake-ups sent to kswapd.
+    pub kswapd_wakeups: u64,
+    /// `balance_pgdat` runs (`pageoutrun`).
+    pub kswapd_runs: u64,
+    /// Runs that left the node balanced.
+    pub kswapd_balanced_runs: u64,
+    /// Slab objects kswapd's shrinker calls freed.
+    pub kswapd_slab_freed: u64,
+    /// `kswapd_failures` at the end.
+    pub kswapd_failures: u32,
+    /// The flusher.
+    pub flusher: FlusherStats,
+    /// The OOM reaper.
+    pub reaper: ReaperStats,
+    /// The I/O engine.
+    pub io: IoStats,
+    /// Samples the sampler took.
+    pub samples: u64,
+    /// Messages each actor handled, by actor name.
+    pub messages: Vec<(String, u64)>,
+}
+
+/// A process killed for want of memory, as the kernel log reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OomKill {
+    /// The victim.
+    pub pid: Pid,
+    /// Its name.
+    pub name: String,
+    /// Its `oom_score_adj`.
+    pub oom_score_adj: i32,
+    /// `total-vm` in kB.
+    pub total_vm_kb: u64,
+    /// `anon-rss` in kB.
+    pub anon_rss_kb: u64,
+    /// `file-rss` in kB.
+    pub file_rss_kb: u64,
+    /// `shmem-rss` in kB.
+    pub shmem_rss_kb: u64,
+    /// Page tables in kB (`pgtables`).
+    pub pgtables_kb: u64,
+    /// Milliseconds into the run.
+    pub t_ms: u64,
+}
+
+impl OomKill {
+    /// The kernel's `Out of memory: Killed process …` line (`__oom_kill_process`).
+    pub fn kernel_line(&self) -> String {
+        format!(
+            "Out of memory: Killed process {} ({}) total-vm:{}kB, anon-rss:{}kB, file-rss:{}kB, shmem-rss:{}kB, UID:0 pgtables:{}kB oom_score_adj:{}",
+            self.pid.0,
+            self.name,
+            self.total_vm_kb,
+            self.anon_rss_kb,
+            self.file_rss_kb,
+            self.shmem_rss_kb,
+            self.pgtables_kb,
+            self.oom_score_adj
+        )
+    }
+}
+
+/// What a progress callback sees, every [`RunOpts::progress_every`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunProgress {
+    /// Time since the run started.
+    pub elapsed: Duration,
+    /// The run's deadline, if it has one.
+    pub deadline: Option<Duration>,
+    /// Processes started so far.
+    pub started: usize,
+    /// Processes in the plan (forks not included).
+    pub planned: usize,
+    /// Tasks alive (running, runnable or waiting for I/O).
+    pub live_tasks: usize,
+    /// `MemFree` in kB.
+    pub mem_free_kb: u64,
 }
 
 /// What a run did.
@@ -158,6 +266,21 @@ pub struct RunReport {
     pub samples: Vec<Sample>,
     /// The watchdog's dump, if a CPU stalled.
     pub stall: Option<String>,
+    /// What the daemons did.
+    pub daemons: DaemonReport,
+    /// Processes killed for want of memory, in order.
+    pub oom_kills: Vec<OomKill>,
+    /// Each process's `/proc/PID` files as it exited (with [`RunOpts::proc_snapshots`]).
+    pub proc_snapshots: Vec<ProcSnapshot>,
+}
+
+/// A process's `/proc/PID` files, taken as its last thread exited (before the teardown).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcSnapshot {
+    /// The process.
+    pub pid: Pid,
+    /// `status`, `maps`, `smaps`, `oom_score`, `oom_score_adj` and `statm`, by file name.
+    pub files: Vec<(&'static str, String)>,
 }
 
 /// Errors that stop a run before it starts.
@@ -181,12 +304,24 @@ pub enum RunError {
     AlreadyRan,
 }
 
+/// An I/O request a task waits for, and what it does when the task runs again.
+enum IoWait {
+    /// A read: copy the data to the user buffer.
+    Read { buf: VirtAddr },
+    /// A write: nothing more.
+    Write,
+}
+
 struct Task {
     pid: Pid,
     space: Arc<AddressSpace>,
     workload: Box<dyn Workload>,
     last: OpResult,
     cpus: Vec<CpuId>,
+    /// The process got a fatal signal: the task stops before its next operation.
+    killed: Arc<AtomicBool>,
+    /// A completed I/O request the task has not seen yet.
+    io_done: Option<(IoWait, IoDone)>,
 }
 
 struct Proc {
@@ -210,6 +345,8 @@ struct Shared {
     procs: Mutex<BTreeMap<Pid, Proc>>,
     next_pid: AtomicU64,
     live_tasks: AtomicUsize,
+    /// Tasks waiting for I/O (live, in no run queue).
+    parked: AtomicUsize,
     pending_starts: AtomicUsize,
     stop: AtomicBool,
     progress: Vec<AtomicU64>,
@@ -219,6 +356,12 @@ struct Shared {
     spaces: Arc<Mutex<BTreeMap<Pid, Arc<AddressSpace>>>>,
     /// Processes that could not start.
     failed: Mutex<Vec<ProcessReport>>,
+    io: Mailbox<IoMsg>,
+    reaper: Mailbox<ReaperMsg>,
+    oom_kills: Mutex<Vec<OomKill>>,
+    proc_snapshots: Option<Mutex<Vec<ProcSnapshot>>>,
+    /// The machine's total pages for `oom_score` (RAM plus swap).
+    oom_totalpages: u64,
 }
 
 /// What one CPU thread hands back.
@@ -228,14 +371,77 @@ struct CpuResult {
 
 impl Shared {
     fn enqueue(&self, task: Task) {
-        let cpu = task.cpus[self.rr.fetch_add(1, Ordering::Relaxed) % task.cpus.len()];
         self.live_tasks.fetch_add(1, Ordering::AcqRel);
+        self.requeue(task);
+    }
+
+    /// Puts a task that is already counted live back on a run queue.
+    fn requeue(&self, task: Task) {
+        let cpu = task.cpus[self.rr.fetch_add(1, Ordering::Relaxed) % task.cpus.len()];
         self.queues[cpu.index()].lock().push_back(task);
     }
 
     fn alloc_pid(&self) -> Pid {
         Pid(self.next_pid.fetch_add(1, Ordering::Relaxed) as u32)
     }
+
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    /// A fatal signal for the whole process: every thread stops before its next operation. An
+    /// OOM kill is logged, counted, and queued for the reaper.
+    fn kill_process(&self, task: &Task, kind: ExitKind) {
+        if task.killed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if kind != ExitKind::Killed {
+            return;
+        }
+        let (name, adj) = {
+            let procs = self.procs.lock();
+            let p = procs.get(&task.pid).expect("a task's process exists");
+            (p.name.clone(), p.oom_score_adj)
+        };
+        let rss = task.space.rss();
+        let kill = OomKill {
+            pid: task.pid,
+            name: name.clone(),
+            oom_score_adj: adj,
+            total_vm_kb: total_vm_pages(&task.space) * 4,
+            anon_rss_kb: rss.anon * 4,
+            file_rss_kb: rss.file * 4,
+            shmem_rss_kb: rss.shmem * 4,
+            pgtables_kb: task.space.mm().pgtables_bytes() >> 10,
+            t_ms: self.now_ms(),
+        };
+        tracing::event!(
+            name: "mark_victim",
+            target: "mm_trace",
+            tracing::Level::TRACE,
+            pid = task.pid.0,
+            comm = %name,
+            total_vm = kill.total_vm_kb,
+            anon_rss = kill.anon_rss_kb,
+            oom_score_adj = adj,
+        );
+        tracing::warn!(target: "mm_sim::oom", "{}", kill.kernel_line());
+        self.oom_kills.lock().push(kill);
+        self.reaper.send(ReaperMsg::Reap {
+            pid: task.pid,
+            name,
+            space: task.space.clone(),
+        });
+    }
+}
+
+/// `total_vm`: pages of every VMA.
+fn total_vm_pages(space: &AddressSpace) -> u64 {
+    space
+        .vmas()
+        .iter()
+        .map(|(s, e, _)| (e.0 - s.0) / PAGE_SIZE as u64)
+        .sum()
 }
 
 fn errno(r: Result<(), Errno>) -> OpResult {
@@ -245,20 +451,34 @@ fn errno(r: Result<(), Errno>) -> OpResult {
     }
 }
 
-/// Runs one operation of `task` on `ctx`. `Err` carries the fatal signal.
-fn execute(
-    shared: &Shared,
-    ctx: &mut CpuCtx,
-    task: &Task,
-    op: Op,
-) -> Result<OpResult, (ExitKind, String)> {
-    let s = &task.space;
-    let fatal = |e: AccessError| match e {
+/// What an operation did.
+enum Step {
+    /// It finished with this result.
+    Done(OpResult),
+    /// It needs the disk: the task waits for the request.
+    Io {
+        file: u32,
+        offset: u64,
+        op: IoOp,
+        wait: IoWait,
+    },
+}
+
+/// A fatal signal: how the process ends and the signal's description.
+type Fatal = (ExitKind, String);
+
+fn fatal(e: AccessError) -> Fatal {
+    match e {
         AccessError::Signal(sig @ Signal::Bus { .. }) => (ExitKind::Bus, sig.to_string()),
         AccessError::Signal(sig) => (ExitKind::Segv, sig.to_string()),
         AccessError::Oom { addr } => (ExitKind::Killed, format!("out of memory at {addr}")),
-    };
-    Ok(match op {
+    }
+}
+
+/// Runs one operation of `task` on `ctx`. `Err` carries the fatal signal.
+fn execute(shared: &Shared, ctx: &mut CpuCtx, task: &Task, op: Op) -> Result<Step, Fatal> {
+    let s = &task.space;
+    Ok(Step::Done(match op {
         Op::Mmap {
             addr,
             len,
@@ -299,14 +519,12 @@ fn execute(
             match s.fork(ctx, pid) {
                 Ok(space) => {
                     let space = Arc::new(space);
+                    let killed = Arc::new(AtomicBool::new(false));
                     {
                         let mut procs = shared.procs.lock();
                         let parent = procs.get(&task.pid).expect("the parent is alive");
                         let (name, adj) = (parent.name.clone(), parent.oom_score_adj);
-                        procs.insert(
-                            pid,
-                            new_proc(name, adj, 1, shared.start.elapsed().as_millis() as u64),
-                        );
+                        procs.insert(pid, new_proc(name, adj, 1, shared.now_ms()));
                     }
                     shared.spaces.lock().insert(pid, space.clone());
                     shared.enqueue(Task {
@@ -315,13 +533,78 @@ fn execute(
                         workload: child,
                         last: OpResult::Start,
                         cpus: task.cpus.clone(),
+                        killed,
+                        io_done: None,
                     });
                     OpResult::Forked(pid)
                 }
                 Err(e) => OpResult::Err(e),
             }
         }
+        Op::FileRead {
+            file,
+            offset,
+            buf,
+            len,
+        } => {
+            if len > MAX_IO_BYTES {
+                OpResult::Err(Errno::Einval)
+            } else if len == 0 {
+                OpResult::Value(0)
+            } else {
+                return Ok(Step::Io {
+                    file,
+                    offset,
+                    op: IoOp::Read { len: len as usize },
+                    wait: IoWait::Read { buf },
+                });
+            }
+        }
+        Op::FileWrite {
+            file,
+            offset,
+            buf,
+            len,
+        } => {
+            if len > MAX_IO_BYTES {
+                OpResult::Err(Errno::Einval)
+            } else if len == 0 {
+                OpResult::Value(0)
+            } else {
+                // copy_from_user: a bad buffer fails the call with EFAULT, as in Linux.
+                let mut data = vec![0u8; len as usize];
+                match ctx.read(s, buf, &mut data) {
+                    Ok(()) => {
+                        return Ok(Step::Io {
+                            file,
+                            offset,
+                            op: IoOp::Write { data },
+                            wait: IoWait::Write,
+                        })
+                    }
+                    Err(AccessError::Oom { addr }) => {
+                        return Err(fatal(AccessError::Oom { addr }));
+                    }
+                    Err(AccessError::Signal(_)) => OpResult::Err(Errno::Efault),
+                }
+            }
+        }
         Op::Yield => OpResult::Ok,
+    }))
+}
+
+/// Finishes an I/O request the task waited for: a read copies its data to the user buffer
+/// (copy_to_user; a bad buffer gives EFAULT).
+fn finish_io(ctx: &mut CpuCtx, task: &Task, wait: IoWait, done: IoDone) -> Result<OpResult, Fatal> {
+    Ok(match (wait, done) {
+        (_, IoDone::Err(e)) => OpResult::Err(e),
+        (IoWait::Write, IoDone::Written(n)) => OpResult::Value(n as u64),
+        (IoWait::Read { buf }, IoDone::Read(data)) => match ctx.write(&task.space, buf, &data) {
+            Ok(()) => OpResult::Value(data.len() as u64),
+            Err(AccessError::Oom { addr }) => return Err(fatal(AccessError::Oom { addr })),
+            Err(AccessError::Signal(_)) => OpResult::Err(Errno::Efault),
+        },
+        (_, other) => unreachable!("an I/O request completed as another kind: {other:?}"),
     })
 }
 
@@ -340,37 +623,197 @@ fn new_proc(name: String, oom_score_adj: i32, threads: usize, start_ms: u64) -> 
     }
 }
 
+/// `/proc/PID/oom_score` (`proc_oom_score`): `(1000 + badness * 1000 / totalpages) * 2 / 3`,
+/// 0 for an unkillable task (`oom_score_adj` -1000).
+pub fn oom_score(space: &AddressSpace, oom_score_adj: i32, totalpages: u64) -> u64 {
+    if oom_score_adj == -1000 || totalpages == 0 {
+        return 0;
+    }
+    let rss = space.rss();
+    let pages = rss.anon + rss.file + rss.shmem + rss.swap;
+    let pgtables = space.mm().pgtables_bytes() / PAGE_SIZE as u64;
+    let badness = (pages + pgtables) as i64 + oom_score_adj as i64 * (totalpages / 1000) as i64;
+    let points = (1000 + badness * 1000 / totalpages as i64) * 2 / 3;
+    points.max(0) as u64
+}
+
+/// The `/proc/PID` files of a process.
+fn snapshot_files(
+    ctx: &mut CpuCtx,
+    space: &AddressSpace,
+    pid: Pid,
+    name: &str,
+    oom_score_adj: i32,
+    threads: usize,
+    totalpages: u64,
+) -> Vec<(&'static str, String)> {
+    // The header of `proc_pid_status` (`task_name`, `task_state`), then `task_mem`, then the
+    // thread count (`task_sig` and the rest are not simulated).
+    let mut status = format!(
+        "Name:\t{name}\nUmask:\t0022\nState:\tR (running)\nTgid:\t{p}\nNgid:\t0\nPid:\t{p}\nPPid:\t1\nTracerPid:\t0\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nFDSize:\t64\nGroups:\t\n",
+        p = pid.0
+    );
+    status.push_str(&mm_vma::proc_status(space));
+    status.push_str(&format!(
+        "CoreDumping:\t0\nTHP_enabled:\t1\nThreads:\t{threads}\n"
+    ));
+    vec![
+        ("status", status),
+        ("statm", mm_vma::proc_statm(space)),
+        ("maps", mm_vma::proc_maps(space, ctx)),
+        ("smaps", mm_vma::proc_smaps(space, ctx)),
+        ("smaps_rollup", mm_vma::proc_smaps_rollup(space, ctx)),
+        (
+            "oom_score",
+            format!("{}\n", oom_score(space, oom_score_adj, totalpages)),
+        ),
+        ("oom_score_adj", format!("{oom_score_adj}\n")),
+    ]
+}
+
 /// Ends one thread of a process; the last one tears the address space down on this CPU.
-fn thread_exit(shared: &Shared, ctx: &mut CpuCtx, task: Task, how: Option<(ExitKind, String)>) {
-    let last = {
+fn thread_exit(shared: &Shared, ctx: &mut CpuCtx, task: Task, how: Option<Fatal>) {
+    let (last, threads) = {
         let mut procs = shared.procs.lock();
         let p = procs.get_mut(&task.pid).expect("a task's process exists");
         p.integrity.add(task.workload.integrity());
+        let threads = p.live_threads;
         p.live_threads -= 1;
         if let Some((kind, msg)) = how {
             if p.exit.is_none() {
                 p.exit = Some((kind, Some(msg)));
             }
         }
-        p.live_threads == 0
+        (p.live_threads == 0, threads)
     };
     if last {
         let space = &task.space;
         let (min, maj) = space.core().faults();
         let hwm_kb = space.core().hiwater_rss() * 4;
         let swap_kb = space.rss().swap * 4;
+        if let Some(snaps) = &shared.proc_snapshots {
+            let (name, adj) = {
+                let procs = shared.procs.lock();
+                let p = &procs[&task.pid];
+                (p.name.clone(), p.oom_score_adj)
+            };
+            let files = snapshot_files(
+                ctx,
+                space,
+                task.pid,
+                &name,
+                adj,
+                threads,
+                shared.oom_totalpages,
+            );
+            snaps.lock().push(ProcSnapshot {
+                pid: task.pid,
+                files,
+            });
+        }
         space.exit(ctx);
         shared.spaces.lock().remove(&task.pid);
         let mut procs = shared.procs.lock();
         let p = procs.get_mut(&task.pid).expect("a task's process exists");
         p.faults = (min, maj);
-        p.end_ms = shared.start.elapsed().as_millis() as u64;
+        p.end_ms = shared.now_ms();
         p.hwm_kb = hwm_kb;
         p.swap_kb = swap_kb;
         p.exit.get_or_insert((ExitKind::Ok, None));
     }
     // Only now, after the teardown's shootdowns: a CPU that sees no live task may stop.
     shared.live_tasks.fetch_sub(1, Ordering::AcqRel);
+}
+
+/// How a quantum ended.
+enum QuantumEnd {
+    /// The task runs again later.
+    Preempted,
+    /// The task exits (normally with `None`).
+    Exit(Option<Fatal>),
+    /// The task waits for a disk request.
+    Io {
+        file: u32,
+        offset: u64,
+        op: IoOp,
+        wait: IoWait,
+    },
+}
+
+/// Runs one quantum of `task`.
+fn run_quantum(shared: &Shared, ctx: &mut CpuCtx, task: &mut Task) -> QuantumEnd {
+    if let Some((wait, done)) = task.io_done.take() {
+        match finish_io(ctx, task, wait, done) {
+            Ok(r) => task.last = r,
+            Err(f) => return QuantumEnd::Exit(Some(f)),
+        }
+    }
+    let env = WorkloadEnv {
+        pid: task.pid,
+        mem_total: shared.mem_total,
+        elapsed: shared.start.elapsed(),
+    };
+    for _ in 0..shared.quantum {
+        if task.killed.load(Ordering::Acquire) {
+            return QuantumEnd::Exit(None);
+        }
+        let Some(op) = task.workload.next(task.last, &env) else {
+            return QuantumEnd::Exit(None);
+        };
+        let yield_now = matches!(op, Op::Yield);
+        match execute(shared, ctx, task, op) {
+            Ok(Step::Done(r)) => task.last = r,
+            Ok(Step::Io {
+                file,
+                offset,
+                op,
+                wait,
+            }) => {
+                return QuantumEnd::Io {
+                    file,
+                    offset,
+                    op,
+                    wait,
+                }
+            }
+            Err(f) => {
+                shared.kill_process(task, f.0);
+                return QuantumEnd::Exit(Some(f));
+            }
+        }
+        if yield_now {
+            break;
+        }
+    }
+    QuantumEnd::Preempted
+}
+
+/// Parks `task` on a disk request; its completion (on the I/O engine's thread) puts it back
+/// on a run queue.
+fn submit_io(shared: &Arc<Shared>, task: Task, file: u32, offset: u64, op: IoOp, wait: IoWait) {
+    let sh = shared.clone();
+    shared.parked.fetch_add(1, Ordering::AcqRel);
+    let slot = Arc::new(Mutex::new(Some((task, wait))));
+    let back = slot.clone();
+    let req = IoRequest {
+        file,
+        offset,
+        op,
+        done: Box::new(move |done| {
+            let (mut task, wait) = back.lock().take().expect("a request completes once");
+            task.io_done = Some((wait, done));
+            sh.requeue(task);
+            sh.parked.fetch_sub(1, Ordering::AcqRel);
+        }),
+    };
+    if !shared.io.send(IoMsg::Submit(req)) {
+        // The engine is gone (the run is ending): the request fails.
+        if let Some((mut task, wait)) = slot.lock().take() {
+            task.io_done = Some((wait, IoDone::Err(Errno::Eio)));
+            shared.requeue(task);
+            shared.parked.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 fn cpu_main(shared: Arc<Shared>, mut ctx: CpuCtx) -> CpuResult {
@@ -393,54 +836,39 @@ fn cpu_main(shared: Arc<Shared>, mut ctx: CpuCtx) -> CpuResult {
             continue;
         };
         // A thread of a process that died meanwhile (another thread's signal) ends here.
-        let dead = shared
-            .procs
-            .lock()
-            .get(&task.pid)
-            .is_some_and(|p| p.exit.is_some());
-        if dead {
+        if task.killed.load(Ordering::Acquire) {
             thread_exit(&shared, &mut ctx, task, None);
             continue;
         }
         ctx.enter(&task.space);
-        let env = WorkloadEnv {
-            pid: task.pid,
-            mem_total: shared.mem_total,
-            elapsed: shared.start.elapsed(),
-        };
-        let mut outcome = None;
-        let mut done = false;
-        for _ in 0..shared.quantum {
-            let Some(op) = task.workload.next(task.last, &env) else {
-                done = true;
-                break;
-            };
-            let yield_now = matches!(op, Op::Yield);
-            match execute(&shared, &mut ctx, &task, op) {
-                Ok(r) => task.last = r,
-                Err(fatal) => {
-                    outcome = Some(fatal);
-                    done = true;
-                    break;
-                }
-            }
-            if yield_now {
-                break;
-            }
-        }
+        let end = run_quantum(&shared, &mut ctx, &mut task);
         shared.progress[me.index()].fetch_add(1, Ordering::Relaxed);
-        if done {
-            thread_exit(&shared, &mut ctx, task, outcome);
-        } else {
-            shared.queues[me.index()].lock().push_back(task);
+        match end {
+            QuantumEnd::Preempted => shared.queues[me.index()].lock().push_back(task),
+            QuantumEnd::Exit(how) => thread_exit(&shared, &mut ctx, task, how),
+            QuantumEnd::Io {
+                file,
+                offset,
+                op,
+                wait,
+            } => submit_io(&shared, task, file, offset, op, wait),
         }
     }
-    // Kill what is left (deadline or stall) so every address space is torn down.
-    loop {
+    // Kill what is left (deadline or stall) so every address space is torn down; tasks
+    // waiting for I/O come back when the engine shuts down.
+    while shared.live_tasks.load(Ordering::Acquire) > 0 {
         let task = shared.queues[me.index()].lock().pop_front();
-        let Some(task) = task else { break };
-        ctx.enter(&task.space);
-        thread_exit(&shared, &mut ctx, task, None);
+        match task {
+            Some(task) => {
+                ctx.enter(&task.space);
+                thread_exit(&shared, &mut ctx, task, None);
+            }
+            None => {
+                ctx.mmu().leave_mm();
+                ctx.mmu().handle_ipis();
+                mm_sync::thread::yield_now();
+            }
+        }
     }
     // Leave together: until every CPU is done, another one may still tear an address space
     // down and wait for this CPU's acknowledgement of its shootdown.
@@ -454,10 +882,42 @@ fn cpu_main(shared: Arc<Shared>, mut ctx: CpuCtx) -> CpuResult {
     CpuResult { ctx }
 }
 
+/// The daemons' status lines, for the watchdog.
+struct Statuses {
+    kswapd: ActorStatus,
+    flusher: ActorStatus,
+    reaper: ActorStatus,
+    io: ActorStatus,
+    sampler: ActorStatus,
+}
+
+impl Statuses {
+    fn all(&self) -> [&ActorStatus; 5] {
+        [
+            &self.kswapd,
+            &self.flusher,
+            &self.reaper,
+            &self.io,
+            &self.sampler,
+        ]
+    }
+}
+
 impl Machine {
     /// Runs `plans` to completion (or to the deadline) on the machine's CPUs and returns what
-    /// happened. A machine runs once.
+    /// happened. The machine can run again afterwards, with what the run left behind.
     pub fn run(&mut self, plans: Vec<ProcessPlan>, opts: &RunOpts) -> Result<RunReport, RunError> {
+        self.run_observed(plans, opts, &mut |_| {})
+    }
+
+    /// [`Machine::run`], calling `progress` from the driver thread every
+    /// [`RunOpts::progress_every`].
+    pub fn run_observed(
+        &mut self,
+        plans: Vec<ProcessPlan>,
+        opts: &RunOpts,
+        progress: &mut dyn FnMut(&RunProgress),
+    ) -> Result<RunReport, RunError> {
         let cpus = self.config().cpus;
         for p in &plans {
             if p.threads.is_empty() {
@@ -471,15 +931,23 @@ impl Machine {
                 });
             }
         }
+        let kswapd_rx = self.take_kswapd_mailbox().ok_or(RunError::AlreadyRan)?;
         let ctxs = self.take_cpus().ok_or(RunError::AlreadyRan)?;
+        let (io_tx, io_rx) = mm_sync::channel::unbounded();
+        let (reaper_tx, reaper_rx) = mm_sync::channel::unbounded();
+        let (flusher_tx, flusher_rx) = mm_sync::channel::unbounded();
+        let (sampler_tx, sampler_rx) = mm_sync::channel::unbounded();
+        let (io_box, reaper_box) = (Mailbox::new(io_tx), Mailbox::new(reaper_tx));
+        let (flusher_box, sampler_box) = (Mailbox::new(flusher_tx), Mailbox::new(sampler_tx));
         let shared = Arc::new(Shared {
             start: Instant::now(),
-            mem_total: self.buddy().totalram_pages() * 4096,
+            mem_total: self.buddy().totalram_pages() * PAGE_SIZE as u64,
             quantum: opts.quantum.max(1),
             queues: (0..cpus).map(|_| Mutex::new(VecDeque::new())).collect(),
             procs: Mutex::new(BTreeMap::new()),
             next_pid: AtomicU64::new(1000),
             live_tasks: AtomicUsize::new(0),
+            parked: AtomicUsize::new(0),
             pending_starts: AtomicUsize::new(plans.len()),
             stop: AtomicBool::new(false),
             progress: (0..cpus).map(|_| AtomicU64::new(0)).collect(),
@@ -487,94 +955,167 @@ impl Machine {
             cpus_done: AtomicUsize::new(0),
             spaces: self.spaces.clone(),
             failed: Mutex::new(Vec::new()),
+            io: io_box.clone(),
+            reaper: reaper_box.clone(),
+            oom_kills: Mutex::new(Vec::new()),
+            proc_snapshots: opts.proc_snapshots.then(|| Mutex::new(Vec::new())),
+            oom_totalpages: self.buddy().totalram_pages(),
         });
-        let handles: Vec<_> = ctxs
-            .into_iter()
-            .map(|ctx| {
-                let shared = shared.clone();
-                mm_sync::thread::spawn(move || cpu_main(shared, ctx))
-            })
-            .collect();
-        let mut plans: Vec<ProcessPlan> = plans;
-        plans.sort_by_key(|p| p.start_after);
-        let mut plans: VecDeque<ProcessPlan> = plans.into();
-        let (mut samples, mut checks, mut violations) = (Vec::new(), 0u64, Vec::new());
-        let (mut next_sample, mut next_check) = (Duration::ZERO, opts.check_every);
-        let mut last_progress: Vec<u64> = vec![0; cpus as usize];
-        let mut last_change = Instant::now();
-        let mut stall = None;
+        let statuses = Statuses {
+            kswapd: ActorStatus::new("kswapd0"),
+            flusher: ActorStatus::new("flusher (kworker/u:flush-8:0)"),
+            reaper: ActorStatus::new("oom_reaper"),
+            io: ActorStatus::new("io engine"),
+            sampler: ActorStatus::new("sampler"),
+        };
+        let reaper_ctx = self.daemon_ctx();
         let mut spawn_ctx = self.daemon_ctx();
-        loop {
-            let now = shared.start.elapsed();
-            while plans.front().is_some_and(|p| p.start_after <= now) {
-                let p = plans.pop_front().expect("front exists");
-                self.start_process(&shared, &mut spawn_ctx, p);
-                shared.pending_starts.fetch_sub(1, Ordering::AcqRel);
-            }
-            if now >= next_sample {
-                samples.push(Sample {
-                    t_ms: now.as_millis() as u64,
-                    meminfo: crate::procfs::meminfo_fields(self),
-                });
-                next_sample = now + opts.sample_every;
-            }
-            if now >= next_check {
-                checks += 1;
-                for r in [
-                    self.buddy().check_invariants().map_err(|e| e.to_string()),
-                    self.slab().check_invariants().map_err(|e| e.to_string()),
-                ] {
-                    if let Err(e) = r {
-                        if violations.len() < 8 {
-                            violations.push(e);
-                        }
-                    }
-                }
-                next_check = now + opts.check_every;
-            }
-            // Watchdog: runnable work but no CPU made progress for `stall_after`.
-            let progress: Vec<u64> = shared
-                .progress
-                .iter()
-                .map(|p| p.load(Ordering::Relaxed))
+        let this: &Machine = self;
+        let planned = plans.len();
+
+        let outcome = mm_sync::thread::scope(|s| {
+            let kswapd = s.spawn(|| {
+                let actor = Kswapd {
+                    shared: this.kswapd.clone(),
+                    buddy: this.buddy(),
+                    slab: this.slab(),
+                    reclaim: None,
+                    cpu: CpuId(0),
+                };
+                daemon::run(actor, &kswapd_rx, &statuses.kswapd);
+                kswapd_rx
+            });
+            let flusher = s.spawn(|| {
+                let actor = Flusher::new(
+                    this.buddy(),
+                    None,
+                    this.config().sysctl.dirty_writeback_centisecs,
+                    CpuId(0),
+                );
+                daemon::run(actor, &flusher_rx, &statuses.flusher).stats
+            });
+            let reaper = s.spawn(|| {
+                let actor = Reaper::new(reaper_ctx, opts.oom_reaper_delay);
+                daemon::run(actor, &reaper_rx, &statuses.reaper).stats
+            });
+            let io = s.spawn(|| {
+                let actor = IoEngine::new(this.config().disk);
+                daemon::run(actor, &io_rx, &statuses.io).stats
+            });
+            let sampler = s.spawn(|| {
+                let actor = Sampler::new(this, shared.start, opts.sample_every);
+                daemon::run(actor, &sampler_rx, &statuses.sampler).samples
+            });
+            let cpu_handles: Vec<_> = ctxs
+                .into_iter()
+                .map(|ctx| {
+                    let shared = shared.clone();
+                    s.spawn(move || cpu_main(shared, ctx))
+                })
                 .collect();
-            if progress != last_progress {
-                last_progress = progress;
-                last_change = Instant::now();
-            } else if shared.live_tasks.load(Ordering::Acquire) > 0
-                && last_change.elapsed() > opts.stall_after
-            {
-                stall = Some(self.dump_state(&shared));
-                shared.stop.store(true, Ordering::Release);
+
+            let mut plans: Vec<ProcessPlan> = plans;
+            plans.sort_by_key(|p| p.start_after);
+            let mut plans: VecDeque<ProcessPlan> = plans.into();
+            let (mut checks, mut violations) = (0u64, Vec::new());
+            let mut next_check = opts.check_every;
+            let mut next_progress = Duration::ZERO;
+            let mut last_progress: Vec<u64> = vec![0; cpus as usize];
+            let mut last_change = Instant::now();
+            let mut stall = None;
+            loop {
+                let now = shared.start.elapsed();
+                while plans.front().is_some_and(|p| p.start_after <= now) {
+                    let p = plans.pop_front().expect("front exists");
+                    this.start_process(&shared, &mut spawn_ctx, p);
+                    shared.pending_starts.fetch_sub(1, Ordering::AcqRel);
+                }
+                if now >= next_check {
+                    checks += 1;
+                    this.check_all(&mut spawn_ctx, &mut violations);
+                    next_check = now + opts.check_every;
+                }
+                if now >= next_progress {
+                    progress(&RunProgress {
+                        elapsed: now,
+                        deadline: opts.deadline,
+                        started: planned - plans.len(),
+                        planned,
+                        live_tasks: shared.live_tasks.load(Ordering::Acquire),
+                        mem_free_kb: this.buddy().nr_free_pages() * (PAGE_SIZE as u64 / 1024),
+                    });
+                    next_progress = now + opts.progress_every;
+                }
+                // Watchdog: runnable work but no CPU made progress for `stall_after`.
+                let cpu_progress: Vec<u64> = shared
+                    .progress
+                    .iter()
+                    .map(|p| p.load(Ordering::Relaxed))
+                    .collect();
+                let runnable = shared.live_tasks.load(Ordering::Acquire)
+                    > shared.parked.load(Ordering::Acquire);
+                if cpu_progress != last_progress || !runnable {
+                    last_progress = cpu_progress;
+                    last_change = Instant::now();
+                } else if last_change.elapsed() > opts.stall_after {
+                    stall = Some(this.dump_state(&shared, &statuses));
+                    shared.stop.store(true, Ordering::Release);
+                }
+                if opts.deadline.is_some_and(|d| now >= d) {
+                    shared.stop.store(true, Ordering::Release);
+                }
+                let idle = shared.live_tasks.load(Ordering::Acquire) == 0 && plans.is_empty();
+                if idle || shared.stop.load(Ordering::Acquire) {
+                    break;
+                }
+                let wake = plans
+                    .front()
+                    .map_or(opts.sample_every, |p| p.start_after.saturating_sub(now));
+                mm_sync::thread::sleep(wake.min(opts.sample_every).min(Duration::from_millis(5)));
             }
-            if opts.deadline.is_some_and(|d| now >= d) {
-                shared.stop.store(true, Ordering::Release);
+            // The driver starts nothing more. On a stop, the I/O engine completes what it has
+            // queued first, so that parked tasks come back to their CPUs and are killed.
+            shared.pending_starts.store(0, Ordering::Release);
+            if shared.stop.load(Ordering::Acquire) {
+                io_box.send(IoMsg::Shutdown);
             }
-            let idle = shared.live_tasks.load(Ordering::Acquire) == 0 && plans.is_empty();
-            if idle || shared.stop.load(Ordering::Acquire) {
-                break;
-            }
-            let wake = plans
-                .front()
-                .map_or(opts.sample_every, |p| p.start_after.saturating_sub(now));
-            mm_sync::thread::sleep(wake.min(opts.sample_every).min(Duration::from_millis(5)));
-        }
-        // The driver starts nothing more; CPUs finish (or, on stop, kill) their tasks.
-        shared.pending_starts.store(0, Ordering::Release);
-        let results: Vec<CpuResult> = handles
-            .into_iter()
-            .map(|h| h.join().expect("a CPU thread panicked"))
+            let ctxs: Vec<CpuCtx> = cpu_handles
+                .into_iter()
+                .map(|h| h.join().expect("a CPU thread panicked").ctx)
+                .collect();
+            checks += 1;
+            this.check_all(&mut spawn_ctx, &mut violations);
+            sampler_box.send(SamplerMsg::Sample);
+            sampler_box.send(SamplerMsg::Shutdown);
+            this.kswapd.mailbox().send(KswapdMsg::Shutdown);
+            flusher_box.send(FlusherMsg::Shutdown);
+            reaper_box.send(ReaperMsg::Shutdown);
+            io_box.send(IoMsg::Shutdown);
+            let kswapd_rx = kswapd.join().expect("kswapd panicked");
+            this.return_kswapd_mailbox(kswapd_rx);
+            let daemons = DaemonReport {
+                flusher: flusher.join().expect("the flusher panicked"),
+                reaper: reaper.join().expect("the OOM reaper panicked"),
+                io: io.join().expect("the I/O engine panicked"),
+                ..DaemonReport::default()
+            };
+            let samples = sampler.join().expect("the sampler panicked");
+            (ctxs, checks, violations, stall, daemons, samples)
+        });
+        let (ctxs, checks, violations, stall, mut daemons, samples) = outcome;
+        let ks = &self.kswapd;
+        daemons.kswapd_wakeups = ks.wakeups();
+        daemons.kswapd_runs = ks.pageoutrun();
+        daemons.kswapd_balanced_runs = ks.balanced_runs();
+        daemons.kswapd_slab_freed = ks.slab_freed();
+        daemons.kswapd_failures = ks.failures();
+        daemons.samples = samples.len() as u64;
+        daemons.messages = statuses
+            .all()
+            .iter()
+            .map(|st| (st.name().to_string(), st.messages()))
             .collect();
-        let ctxs: Vec<CpuCtx> = results.into_iter().map(|r| r.ctx).collect();
-        checks += 1;
-        for r in [
-            self.buddy().check_invariants().map_err(|e| e.to_string()),
-            self.slab().check_invariants().map_err(|e| e.to_string()),
-        ] {
-            if let Err(e) = r {
-                violations.push(e);
-            }
-        }
+
         let mut events = VmEvents::default();
         let mut tlb = TlbReport::default();
         let (mut cycles, mut accesses) = (0u64, 0u64);
@@ -598,6 +1139,8 @@ impl Machine {
         };
         self.record_run_events(events);
         self.return_cpus(ctxs);
+        let oom_kills = std::mem::take(&mut *shared.oom_kills.lock());
+        self.record_oom_kills(oom_kills.len() as u64);
         let procs = std::mem::take(&mut *shared.procs.lock());
         let mut integrity = Integrity::default();
         let failed = std::mem::take(&mut *shared.failed.lock());
@@ -622,6 +1165,11 @@ impl Machine {
             .collect();
         processes.extend(failed);
         processes.sort_by_key(|p| p.pid);
+        let proc_snapshots = shared
+            .proc_snapshots
+            .as_ref()
+            .map(|m| std::mem::take(&mut *m.lock()))
+            .unwrap_or_default();
         Ok(RunReport {
             wall_seconds: shared.start.elapsed().as_secs_f64(),
             seed: opts.seed,
@@ -634,7 +1182,34 @@ impl Machine {
             processes,
             samples,
             stall,
+            daemons,
+            oom_kills,
+            proc_snapshots,
         })
+    }
+
+    /// The invariant checker: page conservation and every subsystem's structure invariants,
+    /// each under its own locks.
+    fn check_all(&self, ctx: &mut CpuCtx, violations: &mut Vec<String>) {
+        let mut note = |r: Result<(), String>| {
+            if let Err(e) = r {
+                if violations.len() < 8 {
+                    violations.push(e);
+                }
+            }
+        };
+        note(self.buddy().check_invariants().map_err(|e| e.to_string()));
+        note(self.slab().check_invariants().map_err(|e| e.to_string()));
+        let spaces: Vec<Arc<AddressSpace>> = self.spaces.lock().values().cloned().collect();
+        for space in spaces {
+            if !space.has_exited() {
+                note(
+                    space
+                        .check_invariants(ctx)
+                        .map_err(|e| format!("pid {}: {e}", space.pid().0)),
+                );
+            }
+        }
     }
 
     fn start_process(&self, shared: &Shared, ctx: &mut CpuCtx, p: ProcessPlan) {
@@ -663,13 +1238,14 @@ impl Machine {
             .cpus
             .clone()
             .unwrap_or_else(|| (0..self.config().cpus).map(CpuId).collect());
+        let killed = Arc::new(AtomicBool::new(false));
         shared.procs.lock().insert(
             pid,
             new_proc(
                 p.name.clone(),
                 p.oom_score_adj,
                 p.threads.len(),
-                shared.start.elapsed().as_millis() as u64,
+                shared.now_ms(),
             ),
         );
         for w in p.threads {
@@ -679,11 +1255,13 @@ impl Machine {
                 workload: w,
                 last: OpResult::Start,
                 cpus: cpus.clone(),
+                killed: killed.clone(),
+                io_done: None,
             });
         }
     }
 
-    fn dump_state(&self, shared: &Shared) -> String {
+    fn dump_state(&self, shared: &Shared, statuses: &Statuses) -> String {
         let mut out = String::from("watchdog: no CPU made progress\n");
         for (i, q) in shared.queues.iter().enumerate() {
             let q = q.lock();
@@ -692,6 +1270,10 @@ impl Machine {
                 shared.progress[i].load(Ordering::Relaxed),
                 q.iter().map(|t| t.pid.0).collect::<Vec<_>>()
             ));
+        }
+        for st in statuses.all() {
+            out.push_str(&st.describe());
+            out.push('\n');
         }
         out
     }

@@ -8,6 +8,7 @@ fn config(memory_bytes: u64) -> MachineConfig {
         memory_bytes,
         zones: None,
         sysctl: Sysctl::default(),
+        disk: crate::DiskSpec::default(),
     }
 }
 
@@ -392,3 +393,5 @@ mod run {
         assert!(r.invariant_checks >= 1 && r.invariant_violations.is_empty());
     }
 }
+
+mod daemons;

@@ -95,9 +95,39 @@ pub enum Op {
         /// The child's workload.
         child: Box<dyn Workload>,
     },
+    /// `pread(file, buf, len, offset)` straight from the machine's disk into `buf` (an
+    /// `O_DIRECT` read: the task sleeps in the I/O engine's queue, its CPU runs other tasks).
+    /// The result is [`OpResult::Value`] with the bytes read (fewer at the end of the file).
+    FileRead {
+        /// The file (a number naming it on the machine's disk).
+        file: u32,
+        /// Byte offset in the file.
+        offset: u64,
+        /// The user buffer.
+        buf: VirtAddr,
+        /// Bytes wanted.
+        len: u64,
+    },
+    /// `pwrite(file, buf, len, offset)` from `buf` straight to the disk (`O_DIRECT`); the task
+    /// sleeps until the write completes. The result is [`OpResult::Value`] with the bytes
+    /// written.
+    FileWrite {
+        /// The file.
+        file: u32,
+        /// Byte offset in the file.
+        offset: u64,
+        /// The user buffer.
+        buf: VirtAddr,
+        /// Bytes to write.
+        len: u64,
+    },
     /// Gives up the rest of the quantum.
     Yield,
 }
+
+/// The most one `FileRead`/`FileWrite` moves (`MAX_RW_COUNT` is larger; the engine keeps
+/// requests to a size a device queue takes at once).
+pub const MAX_IO_BYTES: u64 = 1 << 20;
 
 impl fmt::Debug for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -115,6 +145,18 @@ impl fmt::Debug for Op {
             Op::Load { addr } => write!(f, "load({addr})"),
             Op::Store { addr, value } => write!(f, "store({addr}, {value:#x})"),
             Op::Fork { .. } => f.write_str("fork()"),
+            Op::FileRead {
+                file,
+                offset,
+                buf,
+                len,
+            } => write!(f, "pread({file}, {buf}, {len}, {offset})"),
+            Op::FileWrite {
+                file,
+                offset,
+                buf,
+                len,
+            } => write!(f, "pwrite({file}, {buf}, {len}, {offset})"),
             Op::Yield => f.write_str("yield"),
         }
     }

@@ -10,6 +10,9 @@ pub enum Errno {
     /// No such process.
     #[error("ESRCH: no such process")]
     Esrch = 3,
+    /// I/O error.
+    #[error("EIO: input/output error")]
+    Eio = 5,
     /// Try again.
     #[error("EAGAIN: resource temporarily unavailable")]
     Eagain = 11,

@@ -146,6 +146,9 @@ fn execute(procs: Vec<Vec<Box<dyn Workload>>>, mut tamper: Option<Tamper>, cow_b
                         ("fork", OpResult::Forked(Pid(next_pid)))
                     }
                     Op::Yield => ("yield", OpResult::Ok),
+                    Op::FileRead { .. } | Op::FileWrite { .. } => {
+                        panic!("no anonymous-memory workload issues file I/O: {op:?}")
+                    }
                 };
                 *run.counts.entry(name).or_default() += 1;
                 *last = result;

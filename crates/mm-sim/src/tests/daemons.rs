@@ -1,0 +1,462 @@
+//! The daemon actors in whole runs: kswapd under pressure, the I/O engine parking tasks, the
+//! OOM path with the reaper, and the per-process /proc snapshots.
+
+use super::*;
+use crate::workload::*;
+use mm_sync::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use mm_sync::sync::Arc;
+use mm_types::{CpuId, Errno, Gfp, VirtAddr};
+use std::time::Duration;
+
+const PAGE: u64 = 4096;
+
+fn plan(name: &str, threads: Vec<Box<dyn Workload>>) -> ProcessPlan {
+    ProcessPlan {
+        name: name.into(),
+        oom_score_adj: 0,
+        cpus: None,
+        start_after: Duration::ZERO,
+        threads,
+    }
+}
+
+/// Maps `pages` and writes one word in each, then exits.
+struct Hog {
+    pages: u64,
+    next: u64,
+    base: Option<VirtAddr>,
+}
+
+fn hog(pages: u64) -> Box<dyn Workload> {
+    Box::new(Hog {
+        pages,
+        next: 0,
+        base: None,
+    })
+}
+
+impl Workload for Hog {
+    fn next(&mut self, last: OpResult, _: &WorkloadEnv) -> Option<Op> {
+        let Some(base) = self.base else {
+            if let OpResult::Addr(a) = last {
+                self.base = Some(a);
+                return self.next(OpResult::Ok, &WORKLOAD_ENV);
+            }
+            return Some(Op::Mmap {
+                addr: None,
+                len: self.pages * PAGE,
+                prot: PROT_READ | PROT_WRITE,
+                flags: MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+            });
+        };
+        if self.next == self.pages {
+            return None;
+        }
+        self.next += 1;
+        Some(Op::Store {
+            addr: VirtAddr(base.0 + (self.next - 1) * PAGE),
+            value: self.next,
+        })
+    }
+}
+
+const WORKLOAD_ENV: WorkloadEnv = WorkloadEnv {
+    pid: mm_types::Pid(0),
+    mem_total: 0,
+    elapsed: Duration::ZERO,
+};
+
+fn small(cpus: u32, mib: u64) -> MachineConfig {
+    let mut c = config(mib << 20);
+    c.cpus = cpus;
+    c
+}
+
+#[test]
+fn kswapd_wakes_below_the_low_watermark_and_runs_the_shrinkers() {
+    // No watermark boosting: the boost kswapd clears asynchronously would otherwise make the
+    // allocations near the min watermark depend on kswapd's timing (there is nothing else
+    // to reclaim on this machine).
+    let mut cfg = small(2, 64);
+    cfg.sysctl.watermark_boost_factor = 0;
+    let mut m = Machine::boot(&cfg).unwrap();
+    // A dentry cache with plenty of unused entries for kswapd's shrinker pass to trim.
+    let grown = m
+        .slab()
+        .dcache()
+        .grow(&m.slab().cpu(CpuId(0)), 20_000, Gfp::GFP_KERNEL);
+    assert_eq!(grown, 20_000);
+    let marks = |f: fn(&mm_buddy::Watermarks) -> u64| {
+        ZoneId::ALL
+            .iter()
+            .map(|z| m.buddy().zone(*z))
+            .filter(|z| z.is_populated())
+            .map(|z| f(&z.watermarks()))
+            .sum::<u64>()
+    };
+    let (min, low) = (marks(|w| w.min), marks(|w| w.low));
+    let free = m.buddy().nr_free_pages();
+    // Leave free memory between the min and low watermarks (page tables take a few pages
+    // more): the allocator falls below low and wakes kswapd, and still succeeds above min.
+    let r = m
+        .run(
+            vec![plan("hog", vec![hog(free - (min + low) / 2 - 64)])],
+            &RunOpts::default(),
+        )
+        .unwrap();
+    assert_eq!(r.processes[0].exit, ExitKind::Ok, "{:?}", r.processes);
+    let d = &r.daemons;
+    assert!(d.kswapd_wakeups >= 1, "{d:?}");
+    assert!(d.kswapd_runs >= 1, "{d:?}");
+    assert!(d.kswapd_slab_freed > 0, "{d:?}");
+    assert!(m.slab().dcache().nr_dentry() < 20_000);
+    let pageoutrun = r.vmstat.iter().find(|(k, _)| k == "pageoutrun").unwrap().1;
+    assert_eq!(pageoutrun, d.kswapd_runs);
+    // Every actor got its Shutdown message and was joined.
+    for (name, n) in &d.messages {
+        assert!(*n >= 1, "{name} handled no message");
+    }
+}
+
+#[test]
+fn a_quiet_run_never_wakes_kswapd() {
+    let mut m = Machine::boot(&small(2, 64)).unwrap();
+    let r = m
+        .run(vec![plan("small", vec![hog(256)])], &RunOpts::default())
+        .unwrap();
+    assert_eq!(r.daemons.kswapd_wakeups, 0);
+    assert_eq!(r.daemons.kswapd_runs, 0);
+}
+
+/// Writes a pattern to the disk and reads it back into another page, `rounds` times,
+/// verifying every word; `in_flight` is set while a request is outstanding.
+struct DiskUser {
+    rounds: u64,
+    round: u64,
+    step: u8,
+    base: Option<VirtAddr>,
+    in_flight: Arc<AtomicBool>,
+    integrity: Integrity,
+    word: u64,
+}
+
+const WORDS: u64 = 512;
+
+impl DiskUser {
+    fn pattern(round: u64, w: u64) -> u64 {
+        0xd15c_0000_0000_0000 | (round << 16) | w
+    }
+}
+
+impl Workload for DiskUser {
+    fn next(&mut self, last: OpResult, _: &WorkloadEnv) -> Option<Op> {
+        self.in_flight.store(false, Ordering::SeqCst);
+        let Some(base) = self.base else {
+            if let OpResult::Addr(a) = last {
+                self.base = Some(a);
+                return self.next(OpResult::Ok, &WORKLOAD_ENV);
+            }
+            return Some(Op::Mmap {
+                addr: None,
+                len: 2 * PAGE,
+                prot: PROT_READ | PROT_WRITE,
+                flags: MAP_PRIVATE | MAP_ANONYMOUS,
+            });
+        };
+        let (src, dst) = (base, VirtAddr(base.0 + PAGE));
+        loop {
+            match self.step {
+                // Fill the source page.
+                0 if self.word < WORDS => {
+                    self.word += 1;
+                    return Some(Op::Store {
+                        addr: VirtAddr(src.0 + (self.word - 1) * 8),
+                        value: Self::pattern(self.round, self.word - 1),
+                    });
+                }
+                0 => {
+                    self.step = 1;
+                    self.in_flight.store(true, Ordering::SeqCst);
+                    return Some(Op::FileWrite {
+                        file: 7,
+                        offset: self.round * PAGE,
+                        buf: src,
+                        len: PAGE,
+                    });
+                }
+                1 => {
+                    assert_eq!(last, OpResult::Value(PAGE), "pwrite");
+                    self.step = 2;
+                    self.in_flight.store(true, Ordering::SeqCst);
+                    return Some(Op::FileRead {
+                        file: 7,
+                        offset: self.round * PAGE,
+                        buf: dst,
+                        len: PAGE,
+                    });
+                }
+                2 => {
+                    assert_eq!(last, OpResult::Value(PAGE), "pread");
+                    self.step = 3;
+                    self.word = 0;
+                }
+                // Verify the destination page.
+                3 => {
+                    if self.word > 0 {
+                        match last {
+                            OpResult::Value(v) if v == Self::pattern(self.round, self.word - 1) => {
+                                self.integrity.bytes_verified += 8
+                            }
+                            _ => self.integrity.corruptions += 1,
+                        }
+                    }
+                    if self.word < WORDS {
+                        self.word += 1;
+                        return Some(Op::Load {
+                            addr: VirtAddr(dst.0 + (self.word - 1) * 8),
+                        });
+                    }
+                    self.round += 1;
+                    self.step = 0;
+                    self.word = 0;
+                    if self.round == self.rounds {
+                        return None;
+                    }
+                }
+                _ => unreachable!(),
+            }
+        }
+    }
+
+    fn integrity(&self) -> Integrity {
+        self.integrity
+    }
+}
+
+/// Stores in a loop for `ops` operations, counting those it ran while `watch` was set.
+struct Spinner {
+    ops: u64,
+    watch: Arc<AtomicBool>,
+    while_set: Arc<AtomicU64>,
+    base: Option<VirtAddr>,
+}
+
+impl Workload for Spinner {
+    fn next(&mut self, last: OpResult, _: &WorkloadEnv) -> Option<Op> {
+        let Some(base) = self.base else {
+            if let OpResult::Addr(a) = last {
+                self.base = Some(a);
+            }
+            return Some(Op::Mmap {
+                addr: None,
+                len: PAGE,
+                prot: PROT_READ | PROT_WRITE,
+                flags: MAP_PRIVATE | MAP_ANONYMOUS,
+            })
+            .filter(|_| self.base.is_none())
+            .or(Some(Op::Yield));
+        };
+        if self.ops == 0 {
+            return None;
+        }
+        self.ops -= 1;
+        if self.watch.load(Ordering::SeqCst) {
+            self.while_set.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(Op::Store {
+            addr: base,
+            value: self.ops,
+        })
+    }
+}
+
+#[test]
+fn a_task_waiting_for_the_disk_is_parked_while_its_cpu_runs_another() {
+    // One CPU and a slow disk: the spinner can only run while the disk user waits if the
+    // waiting task is parked rather than holding the CPU.
+    let mut cfg = small(1, 64);
+    cfg.disk = DiskSpec {
+        latency_us: 2000,
+        mib_per_s: 100,
+    };
+    let mut m = Machine::boot(&cfg).unwrap();
+    let in_flight = Arc::new(AtomicBool::new(false));
+    let while_set = Arc::new(AtomicU64::new(0));
+    let user = DiskUser {
+        rounds: 10,
+        round: 0,
+        step: 0,
+        base: None,
+        in_flight: in_flight.clone(),
+        integrity: Integrity::default(),
+        word: 0,
+    };
+    let spinner = Spinner {
+        ops: 2_000_000,
+        watch: in_flight.clone(),
+        while_set: while_set.clone(),
+        base: None,
+    };
+    let r = m
+        .run(
+            vec![
+                plan("disk", vec![Box::new(user)]),
+                plan("spin", vec![Box::new(spinner)]),
+            ],
+            &RunOpts::default(),
+        )
+        .unwrap();
+    assert!(
+        r.processes.iter().all(|p| p.exit == ExitKind::Ok),
+        "{:?}",
+        r.processes
+    );
+    assert_eq!(r.integrity.corruptions, 0);
+    assert_eq!(r.integrity.bytes_verified, 10 * WORDS * 8);
+    let io = r.daemons.io;
+    assert_eq!((io.writes, io.reads), (10, 10), "{io:?}");
+    assert_eq!((io.bytes_written, io.bytes_read), (10 * PAGE, 10 * PAGE));
+    // Each request takes at least the 2 ms latency.
+    assert!(io.wait_us >= 20 * 2000, "{io:?}");
+    assert!(
+        while_set.load(Ordering::Relaxed) > 0,
+        "the spinner never ran while the disk user waited"
+    );
+}
+
+#[test]
+fn file_io_errors_are_errnos_not_signals() {
+    struct BadIo(u8);
+    impl Workload for BadIo {
+        fn next(&mut self, last: OpResult, _: &WorkloadEnv) -> Option<Op> {
+            self.0 += 1;
+            match self.0 {
+                // A buffer nobody mapped: EFAULT, the process lives on.
+                1 => Some(Op::FileWrite {
+                    file: 1,
+                    offset: 0,
+                    buf: VirtAddr(0x10_0000),
+                    len: 8,
+                }),
+                2 => {
+                    assert_eq!(last, OpResult::Err(Errno::Efault));
+                    // Larger than one request may be.
+                    Some(Op::FileRead {
+                        file: 1,
+                        offset: 0,
+                        buf: VirtAddr(0x10_0000),
+                        len: MAX_IO_BYTES + 1,
+                    })
+                }
+                3 => {
+                    assert_eq!(last, OpResult::Err(Errno::Einval));
+                    // Reading a file nobody wrote: 0 bytes (end of file).
+                    Some(Op::FileRead {
+                        file: 99,
+                        offset: 0,
+                        buf: VirtAddr(0x10_0000),
+                        len: 8,
+                    })
+                }
+                _ => {
+                    assert_eq!(last, OpResult::Value(0));
+                    None
+                }
+            }
+        }
+    }
+    let mut m = Machine::boot(&small(1, 64)).unwrap();
+    let r = m
+        .run(
+            vec![plan("bad", vec![Box::new(BadIo(0))])],
+            &RunOpts::default(),
+        )
+        .unwrap();
+    assert_eq!(r.processes[0].exit, ExitKind::Ok, "{:?}", r.processes);
+}
+
+#[test]
+fn an_oom_kill_is_logged_counted_and_queued_for_the_reaper() {
+    let mut cfg = small(2, 32);
+    cfg.sysctl.overcommit_memory = 1;
+    let mut m = Machine::boot(&cfg).unwrap();
+    let free_before = m.buddy().nr_free_pages() + m.buddy().pcp_pages();
+    let opts = RunOpts {
+        proc_snapshots: true,
+        ..RunOpts::default()
+    };
+    let r = m
+        .run(
+            vec![
+                plan("bystander", vec![hog(64)]),
+                plan("hog", vec![hog(2 * free_before)]),
+            ],
+            &opts,
+        )
+        .unwrap();
+    let hog_report = r.processes.iter().find(|p| p.name == "hog").unwrap();
+    assert_eq!(hog_report.exit, ExitKind::Killed, "{:?}", r.processes);
+    let by = r.processes.iter().find(|p| p.name == "bystander").unwrap();
+    assert_eq!(by.exit, ExitKind::Ok);
+    assert_eq!(r.oom_kills.len(), 1);
+    let k = &r.oom_kills[0];
+    assert_eq!(k.pid, hog_report.pid);
+    assert!(k.anon_rss_kb > 0);
+    let line = k.kernel_line();
+    assert!(
+        line.starts_with(&format!(
+            "Out of memory: Killed process {} (hog) total-vm:",
+            k.pid.0
+        )),
+        "{line}"
+    );
+    assert!(line.ends_with("oom_score_adj:0"), "{line}");
+    assert_eq!(r.vmstat.iter().find(|(k, _)| k == "oom_kill").unwrap().1, 1);
+    assert_eq!(r.daemons.reaper.queued, 1);
+    // The allocator woke kswapd on the way down.
+    assert!(r.daemons.kswapd_wakeups >= 1, "{:?}", r.daemons);
+    // Each process left its /proc files.
+    assert_eq!(r.proc_snapshots.len(), 2);
+    let snap = r.proc_snapshots.iter().find(|s| s.pid == k.pid).unwrap();
+    let file = |n: &str| &snap.files.iter().find(|(f, _)| *f == n).unwrap().1;
+    assert!(
+        file("status").starts_with("Name:\thog\n"),
+        "{}",
+        file("status")
+    );
+    assert!(file("status").contains(&format!("\nPid:\t{}\n", k.pid.0)));
+    assert!(file("status").contains("\nVmRSS:"));
+    assert_eq!(file("oom_score_adj"), "0\n");
+    let score: u64 = file("oom_score").trim().parse().unwrap();
+    // The hog held most of RAM: its score is near the top of the 0..2000 scale's lower half.
+    assert!(score > 900 && score <= 1333, "oom_score {score}");
+    assert!(file("maps").contains("rw-p"), "{}", file("maps"));
+    // Every page came back.
+    assert_eq!(
+        m.buddy().nr_free_pages() + m.buddy().pcp_pages(),
+        free_before
+    );
+}
+
+#[test]
+fn oom_score_follows_the_kernel_formula() {
+    let mut m = Machine::boot(&small(1, 64)).unwrap();
+    let mut ctx = m.daemon_ctx();
+    let space =
+        mm_vma::AddressSpace::new(m.vm(), &mut ctx, mm_types::Pid(5), &mm_vma::Layout::plain())
+            .unwrap();
+    let total = m.buddy().totalram_pages();
+    // An empty address space: badness is its page tables only.
+    let pgt = space.mm().pgtables_bytes() / PAGE;
+    assert_eq!(
+        oom_score(&space, 0, total),
+        (1000 + pgt * 1000 / total) * 2 / 3
+    );
+    assert_eq!(oom_score(&space, -1000, total), 0);
+    // adj 1000 adds totalpages/1000 * 1000 pages: the top of the scale.
+    let top = (1000 + (pgt + total / 1000 * 1000) * 1000 / total) * 2 / 3;
+    assert_eq!(oom_score(&space, 1000, total), top);
+    assert!(oom_score(&space, -500, total) < oom_score(&space, 0, total));
+    space.exit(&mut ctx);
+    let _ = &mut m;
+}
