@@ -4,10 +4,13 @@
 //! This crate owns the commands and their output formats:
 //! - `mmsim boot [SCENARIO] [--set KEY=VALUE]... --proc FILE` prints one `/proc` file of the
 //!   freshly booted machine;
-//! - `mmsim run [SCENARIO] [--set KEY=VALUE]... [--seed N] [--json PATH|-]` boots the machine,
-//!   runs the scenario's processes and prints a summary (the `free -m` table
-//!   ([`FreeSummary`]), vmstat and reclaim figures, TLB hit rate and AMAT, integrity, and the
-//!   processes with their fault rates) or the JSON report;
+//! - `mmsim run [SCENARIO] [--set KEY=VALUE]... [--seed N] [--json PATH|-] [--out DIR]
+//!   [--trace FILE]` boots the machine, runs the scenario's processes and prints a summary (the
+//!   `free -m` table ([`FreeSummary`]), vmstat and reclaim figures, TLB hit rate and AMAT,
+//!   integrity, the daemons, the OOM kill lines and the processes with their fault rates) or
+//!   the JSON report; `--out` writes the `/proc` snapshots and time series, `--trace` the
+//!   tracepoint events as JSON lines; a progress bar shows on a terminal; `RUST_LOG` turns on
+//!   log lines on stderr;
 //! - `mmsim scenarios` lists the built-in scenarios and `mmsim show NAME` prints one.
 //!
 //! Its neighbours: `mm-scenario` parses and validates scenarios; `mm-sim` boots them and renders
@@ -27,8 +30,10 @@
 
 mod free;
 mod machine;
+mod out;
 #[cfg(all(test, not(mm_loom)))]
 mod tests;
+mod trace;
 
 use std::ffi::OsString;
 use std::fmt;
@@ -73,6 +78,14 @@ pub enum Command {
         /// Write the JSON report to PATH (`-` for stdout, instead of the summary).
         #[arg(long, value_name = "PATH")]
         json: Option<String>,
+        /// Write /proc snapshots (proc/, proc/PID/), time series (series/*.csv), the kernel
+        /// log lines (dmesg) and the report to DIR.
+        #[arg(long, value_name = "DIR")]
+        out: Option<std::path::PathBuf>,
+        /// Write the tracepoint events (mm_vmscan_kswapd_wake, mark_victim, tlb_flush, …) to
+        /// FILE as JSON lines.
+        #[arg(long, value_name = "FILE")]
+        trace: Option<String>,
     },
     /// List the built-in scenarios.
     Scenarios,
@@ -176,16 +189,36 @@ pub fn execute(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
             scenario,
             seed,
             json,
+            out: out_dir,
+            trace: trace_path,
         } => {
             let loaded = scenario.load()?;
+            trace::install(false);
+            let trace_file = match trace_path {
+                Some(p) => Some(
+                    trace::TraceFile::create(p)
+                        .with_context(|| format!("cannot create the trace file {p}"))
+                        .map_err(Failure::Usage)?,
+                ),
+                None => None,
+            };
             let mut machine = machine::boot(&loaded)?;
             let seed = seed.or(loaded.seed).unwrap_or(0);
-            let report = machine::run(&mut machine, &loaded, seed)?;
+            let report = machine::run(&mut machine, &loaded, seed, out_dir.is_some())?;
+            if let Some(t) = trace_file {
+                let path = t.path().to_owned();
+                t.finish()
+                    .with_context(|| format!("cannot write the trace file {path}"))
+                    .map_err(Failure::Simulator)?;
+            }
             let name = loaded
                 .name
                 .clone()
                 .unwrap_or_else(|| scenario.scenario.clone());
             let json_text = machine::report_json(&name, &loaded, &report);
+            if let Some(dir) = out_dir {
+                out::write(dir, &machine, &report, &json_text).map_err(Failure::Simulator)?;
+            }
             let text = match json.as_deref() {
                 Some("-") => json_text,
                 Some(path) => {

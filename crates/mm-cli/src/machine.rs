@@ -31,24 +31,59 @@ pub fn run_summary(machine: &Machine) -> anyhow::Result<String> {
         .render_mebibytes())
 }
 
-/// Runs the scenario's processes on the machine.
+/// Runs the scenario's processes on the machine, with a progress bar on a terminal.
 pub(crate) fn run(
     machine: &mut Machine,
     scenario: &Scenario,
     seed: u64,
+    proc_snapshots: bool,
 ) -> Result<mm_sim::RunReport, Failure> {
+    use std::io::IsTerminal as _;
     let mem_total = machine.buddy().totalram_pages() * 4096;
     let plans = scenario.plan(mem_total, seed);
     let mut opts = mm_sim::RunOpts {
         seed,
+        proc_snapshots,
         ..mm_sim::RunOpts::default()
     };
     if let Some(mm_scenario::Length::Duration(d)) = scenario.length {
         opts.deadline = Some(d);
     }
-    machine
-        .run(plans, &opts)
-        .map_err(|e| Failure::Usage(anyhow::anyhow!("{e}")))
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = match opts.deadline {
+            Some(d) => indicatif::ProgressBar::new(d.as_millis() as u64),
+            None => indicatif::ProgressBar::new_spinner(),
+        };
+        let template = if opts.deadline.is_some() {
+            "{bar:30} {pos}/{len} ms  {msg}"
+        } else {
+            "{spinner} {elapsed}  {msg}"
+        };
+        if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+            bar.set_style(style);
+        }
+        bar
+    });
+    let mut progress = |p: &mm_sim::RunProgress| {
+        if let Some(bar) = &bar {
+            bar.set_position(p.elapsed.as_millis() as u64);
+            bar.set_message(format!(
+                "{}/{} processes started, {} tasks live, MemFree {} MiB",
+                p.started,
+                p.planned,
+                p.live_tasks,
+                p.mem_free_kb / 1024
+            ));
+            bar.tick();
+        }
+    };
+    let r = machine
+        .run_observed(plans, &opts, &mut progress)
+        .map_err(|e| Failure::Usage(anyhow::anyhow!("{e}")));
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    r
 }
 
 /// Returns why the run counts as failed (exit 3), if it does.
@@ -113,6 +148,15 @@ pub(crate) fn run_text(
     let i = r.integrity;
     let _ = writeln!(o, "integrity: {} bytes verified, {} corruptions, {} isolation violations; invariants: {} checks, {} violations",
         i.bytes_verified, i.corruptions, i.isolation_violations, r.invariant_checks, r.invariant_violations.len());
+    let d = &r.daemons;
+    let _ = writeln!(o, "daemons: kswapd {} wakeups, {} runs ({} balanced), {} slab objects freed; flusher {} runs; oom_reaper {} queued, {} reaped; io {} reads, {} writes, {:.0} us mean wait",
+        d.kswapd_wakeups, d.kswapd_runs, d.kswapd_balanced_runs, d.kswapd_slab_freed, d.flusher.runs,
+        d.reaper.queued, d.reaper.reaped, d.io.reads, d.io.writes,
+        if d.io.reads + d.io.writes == 0 { 0.0 } else { d.io.wait_us as f64 / (d.io.reads + d.io.writes) as f64 });
+    if !r.oom_kills.is_empty() {
+        o.push('\n');
+        o.push_str(&crate::out::dmesg(r));
+    }
     let _ = writeln!(
         o,
         "\n{:>7} {:<16} {:>6} {:>7} {:>9} {:>9} {:>9} {:>11}",
@@ -169,7 +213,28 @@ pub(crate) fn report_json(name: &str, scenario: &Scenario, r: &mm_sim::RunReport
             "isolation_violations": r.integrity.isolation_violations,
         },
         "invariants": { "checks": r.invariant_checks, "violations": r.invariant_violations.len() },
-        "oom_kills": Value::Array(vec![]),
+        "oom_kills": r.oom_kills.iter().map(|k| json!({
+            "pid": k.pid.0, "name": k.name, "oom_score_adj": k.oom_score_adj,
+            "total_vm_kb": k.total_vm_kb, "anon_rss_kb": k.anon_rss_kb,
+            "file_rss_kb": k.file_rss_kb, "shmem_rss_kb": k.shmem_rss_kb,
+            "pgtables_kb": k.pgtables_kb, "t_ms": k.t_ms, "line": k.kernel_line(),
+        })).collect::<Vec<_>>(),
+        "daemons": {
+            "kswapd": {
+                "wakeups": r.daemons.kswapd_wakeups, "runs": r.daemons.kswapd_runs,
+                "balanced_runs": r.daemons.kswapd_balanced_runs,
+                "slab_objects_freed": r.daemons.kswapd_slab_freed,
+                "failures": r.daemons.kswapd_failures,
+            },
+            "flusher": { "runs": r.daemons.flusher.runs, "periodic": r.daemons.flusher.periodic,
+                         "pages_written": r.daemons.flusher.pages_written },
+            "oom_reaper": { "queued": r.daemons.reaper.queued, "reaped": r.daemons.reaper.reaped,
+                            "exited_first": r.daemons.reaper.exited_first },
+            "io": { "reads": r.daemons.io.reads, "writes": r.daemons.io.writes,
+                    "bytes_read": r.daemons.io.bytes_read, "bytes_written": r.daemons.io.bytes_written,
+                    "wait_us": r.daemons.io.wait_us },
+            "samples": r.daemons.samples,
+        },
         "processes": r.processes.iter().map(|p| json!({
             "pid": p.pid.0, "name": p.name, "oom_score_adj": p.oom_score_adj, "exit": p.exit.name(),
             "min_flt": p.min_flt, "maj_flt": p.maj_flt, "rss_kb": p.rss_kb, "swap_kb": p.swap_kb,

@@ -104,19 +104,46 @@ impl<'a> Doc<'a> {
             Err(_) => DeValue::String(Cow::Borrowed(value)),
         };
 
-        let mut table = root;
+        // Walk the parents: a table's key, or an array's index (`process.0.count`).
+        enum Slot<'t, 'a> {
+            Table(&'t mut DeTable<'a>),
+            Array(&'t mut DeArray<'a>),
+        }
+        let mut slot = Slot::Table(root);
         let mut path = String::new();
         for (depth, seg) in parents.iter().enumerate() {
-            let key = Spanned::new(span.clone(), Cow::Owned((*seg).to_owned()));
-            let child = table
-                .entry(key)
-                .or_insert_with(|| Spanned::new(span.clone(), DeValue::Table(DeTable::new())));
+            let child: &mut Node<'a> = match slot {
+                Slot::Table(table) => {
+                    let key = Spanned::new(span.clone(), Cow::Owned((*seg).to_owned()));
+                    table.entry(key).or_insert_with(|| {
+                        Spanned::new(span.clone(), DeValue::Table(DeTable::new()))
+                    })
+                }
+                Slot::Array(array) => {
+                    let len = array.len();
+                    let index = seg.parse::<usize>().map_err(|_| {
+                        err(Problem::SetArrayIndex {
+                            key: path.clone(),
+                            found: (*seg).to_owned(),
+                            len,
+                        })
+                    })?;
+                    array.get_mut(index).ok_or_else(|| {
+                        err(Problem::SetArrayIndex {
+                            key: path.clone(),
+                            found: (*seg).to_owned(),
+                            len,
+                        })
+                    })?
+                }
+            };
             if !path.is_empty() {
                 path.push('.');
             }
             path.push_str(seg);
-            table = match child.get_mut() {
-                DeValue::Table(t) => t,
+            slot = match child.get_mut() {
+                DeValue::Table(t) => Slot::Table(t),
+                DeValue::Array(a) => Slot::Array(a),
                 other => {
                     return Err(err(Problem::SetThroughValue {
                         key: path,
@@ -126,11 +153,29 @@ impl<'a> Doc<'a> {
                 }
             };
         }
-        table.remove(*last);
-        table.insert(
-            Spanned::new(span.clone(), Cow::Owned((*last).to_owned())),
-            respan(parsed, &span),
-        );
+        match slot {
+            Slot::Table(table) => {
+                table.remove(*last);
+                table.insert(
+                    Spanned::new(span.clone(), Cow::Owned((*last).to_owned())),
+                    respan(parsed, &span),
+                );
+            }
+            Slot::Array(array) => {
+                let len = array.len();
+                let index = last.parse::<usize>().ok().filter(|i| *i < len);
+                let Some(index) = index else {
+                    return Err(err(Problem::SetArrayIndex {
+                        key: path,
+                        found: (*last).to_owned(),
+                        len,
+                    }));
+                };
+                if let Some(item) = array.get_mut(index) {
+                    *item = respan(parsed, &span);
+                }
+            }
+        }
         Ok(())
     }
 }

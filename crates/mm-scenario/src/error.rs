@@ -160,6 +160,16 @@ pub enum Problem {
         /// The type found, with its article.
         found: &'static str,
     },
+    /// A `--set` key indexes an array with something other than an index in range.
+    #[error("`{key}` is an array of {len}, so `{found}` is not one of its indices (0..{len})")]
+    SetArrayIndex {
+        /// The array's path.
+        key: String,
+        /// The segment given as an index.
+        found: String,
+        /// The array's length.
+        len: usize,
+    },
     /// A key the format does not know.
     #[error("unknown key `{key}` in {table}")]
     UnknownKey {

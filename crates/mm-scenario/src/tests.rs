@@ -272,6 +272,14 @@ fn malformed_processes_name_the_place_and_the_problem() {
          "t.toml:5:8: process.name = \"\" has 0 bytes; a command name has 1 to 15 (TASK_COMM_LEN is 16)"),
         (proc_with(&[("+5", "count = -1")]), &[],
          "t.toml:6:9: process.count = -1 is out of range 1..=4096"),
+        (proc_with(&[]), &["process.0.count=-1"],
+         "--set process.0.count=-1: process.count = -1 is out of range 1..=4096"),
+        (proc_with(&[]), &["process.1.count=2"],
+         "--set process.1.count=2: `process` is an array of 1, so `1` is not one of its indices (0..1)"),
+        (proc_with(&[]), &["process.first.count=2"],
+         "--set process.first.count=2: `process` is an array of 1, so `first` is not one of its indices (0..1)"),
+        (proc_with(&[]), &["process.0.phase.0.size=140%"],
+         "--set process.0.phase.0.size=140%: process.phase.size = 140% is more than 100% of MemTotal"),
         (proc_with(&[("+5", "threads = 0")]), &[],
          "t.toml:6:11: process.threads = 0 is out of range 1..=1024"),
         (proc_with(&[("+5", "oom_score_adj = 1001")]), &[],
@@ -624,3 +632,17 @@ fn summary_prefers_the_description_then_the_first_comment() {
 }
 
 mod workload;
+
+#[test]
+fn set_reaches_into_arrays_of_tables() {
+    let text = text(&proc_with(&[]));
+    let sets = owned(&[
+        "process.0.count=3",
+        "process.0.phase.0.ops=7",
+        "process.0.name=grower",
+    ]);
+    let s = parse_with_overrides(&text, "t.toml", &sets).unwrap();
+    assert_eq!(s.processes[0].count, 3);
+    assert_eq!(s.processes[0].name, "grower");
+    assert_eq!(s.processes[0].phases.len(), 1);
+}

@@ -25,16 +25,19 @@ pub enum ProcFile {
     Vmstat,
     /// `/proc/slabinfo` (version 2.1).
     Slabinfo,
+    /// `/proc/swaps`.
+    Swaps,
 }
 
 impl ProcFile {
     /// Every renderable file.
-    pub const ALL: [ProcFile; 5] = [
+    pub const ALL: [ProcFile; 6] = [
         ProcFile::Meminfo,
         ProcFile::Zoneinfo,
         ProcFile::Buddyinfo,
         ProcFile::Vmstat,
         ProcFile::Slabinfo,
+        ProcFile::Swaps,
     ];
 
     /// Returns the file name under `/proc`.
@@ -45,6 +48,7 @@ impl ProcFile {
             ProcFile::Buddyinfo => "buddyinfo",
             ProcFile::Vmstat => "vmstat",
             ProcFile::Slabinfo => "slabinfo",
+            ProcFile::Swaps => "swaps",
         }
     }
 }
@@ -413,8 +417,14 @@ pub(crate) fn render(m: &Machine, file: ProcFile) -> String {
         ProcFile::Buddyinfo => buddyinfo(&s),
         ProcFile::Vmstat => vmstat(&s),
         ProcFile::Slabinfo => mm_slab::render_slabinfo(m.slab()),
+        // `swap_show`: the header, then one row per active swap device; the machine has none
+        // until the swap issue adds them.
+        ProcFile::Swaps => SWAPS_HEADER.to_string(),
     }
 }
+
+/// The header line of `/proc/swaps`.
+pub(crate) const SWAPS_HEADER: &str = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n";
 
 /// `show_val_kb`: label padded to 16 columns, value right-aligned in 8, then " kB".
 fn kb_line(out: &mut String, label: &str, kb: u64) {

@@ -359,6 +359,8 @@ struct Shared {
     io: Mailbox<IoMsg>,
     reaper: Mailbox<ReaperMsg>,
     oom_kills: Mutex<Vec<OomKill>>,
+    /// Invariant violations found by the CPUs (address spaces at exit).
+    violations: Mutex<Vec<String>>,
     proc_snapshots: Option<Mutex<Vec<ProcSnapshot>>>,
     /// The machine's total pages for `oom_score` (RAM plus swap).
     oom_totalpages: u64,
@@ -502,13 +504,9 @@ fn execute(shared: &Shared, ctx: &mut CpuCtx, task: &Task, op: Op) -> Result<Ste
             errno(s.mprotect(ctx, addr, len, ProtFlags::from_bits_truncate(prot)))
         }
         Op::Madvise { addr, len, advice } => errno(s.madvise(ctx, addr, len, advice)),
-        Op::Brk { addr } => {
-            let cur = s.brk_value();
-            OpResult::Addr(match addr {
-                Some(a) => s.brk(ctx, a),
-                None => cur,
-            })
-        }
+        // brk(NULL) is a brk below the heap's start: it returns the current break (and takes
+        // the mmap lock as a CPU, answering shootdowns while it waits).
+        Op::Brk { addr } => OpResult::Addr(s.brk(ctx, addr.unwrap_or(VirtAddr(0)))),
         Op::Load { addr } => OpResult::Value(ctx.load_u64(s, addr).map_err(fatal)?),
         Op::Store { addr, value } => {
             ctx.store_u64(s, addr, value).map_err(fatal)?;
@@ -688,6 +686,12 @@ fn thread_exit(shared: &Shared, ctx: &mut CpuCtx, task: Task, how: Option<Fatal>
     };
     if last {
         let space = &task.space;
+        if let Err(e) = space.check_invariants(ctx) {
+            let mut v = shared.violations.lock();
+            if v.len() < 8 {
+                v.push(format!("pid {}: {e}", task.pid.0));
+            }
+        }
         let (min, maj) = space.core().faults();
         let hwm_kb = space.core().hiwater_rss() * 4;
         let swap_kb = space.rss().swap * 4;
@@ -882,6 +886,18 @@ fn cpu_main(shared: Arc<Shared>, mut ctx: CpuCtx) -> CpuResult {
     CpuResult { ctx }
 }
 
+/// Spawns a named thread in the run's scope (the name shows in traces and panics).
+fn spawn_named<'scope, 'env, T: Send + 'scope>(
+    s: &'scope mm_sync::thread::Scope<'scope, 'env>,
+    name: String,
+    f: impl FnOnce() -> T + Send + 'scope,
+) -> mm_sync::thread::ScopedJoinHandle<'scope, T> {
+    mm_sync::thread::Builder::new()
+        .name(name)
+        .spawn_scoped(s, f)
+        .expect("the host can spawn a thread")
+}
+
 /// The daemons' status lines, for the watchdog.
 struct Statuses {
     kswapd: ActorStatus,
@@ -958,6 +974,7 @@ impl Machine {
             io: io_box.clone(),
             reaper: reaper_box.clone(),
             oom_kills: Mutex::new(Vec::new()),
+            violations: Mutex::new(Vec::new()),
             proc_snapshots: opts.proc_snapshots.then(|| Mutex::new(Vec::new())),
             oom_totalpages: self.buddy().totalram_pages(),
         });
@@ -974,7 +991,7 @@ impl Machine {
         let planned = plans.len();
 
         let outcome = mm_sync::thread::scope(|s| {
-            let kswapd = s.spawn(|| {
+            let kswapd = spawn_named(s, "kswapd0".into(), || {
                 let actor = Kswapd {
                     shared: this.kswapd.clone(),
                     buddy: this.buddy(),
@@ -985,7 +1002,7 @@ impl Machine {
                 daemon::run(actor, &kswapd_rx, &statuses.kswapd);
                 kswapd_rx
             });
-            let flusher = s.spawn(|| {
+            let flusher = spawn_named(s, "flusher".into(), || {
                 let actor = Flusher::new(
                     this.buddy(),
                     None,
@@ -994,15 +1011,15 @@ impl Machine {
                 );
                 daemon::run(actor, &flusher_rx, &statuses.flusher).stats
             });
-            let reaper = s.spawn(|| {
+            let reaper = spawn_named(s, "oom_reaper".into(), || {
                 let actor = Reaper::new(reaper_ctx, opts.oom_reaper_delay);
                 daemon::run(actor, &reaper_rx, &statuses.reaper).stats
             });
-            let io = s.spawn(|| {
+            let io = spawn_named(s, "io_engine".into(), || {
                 let actor = IoEngine::new(this.config().disk);
                 daemon::run(actor, &io_rx, &statuses.io).stats
             });
-            let sampler = s.spawn(|| {
+            let sampler = spawn_named(s, "sampler".into(), || {
                 let actor = Sampler::new(this, shared.start, opts.sample_every);
                 daemon::run(actor, &sampler_rx, &statuses.sampler).samples
             });
@@ -1010,7 +1027,12 @@ impl Machine {
                 .into_iter()
                 .map(|ctx| {
                     let shared = shared.clone();
-                    s.spawn(move || cpu_main(shared, ctx))
+                    // Not scoped: a CPU deadlocked past the watchdog is left behind rather
+                    // than joined, so that the run still ends and reports the stall.
+                    mm_sync::thread::Builder::new()
+                        .name(format!("cpu{}", ctx.id().0))
+                        .spawn(move || cpu_main(shared, ctx))
+                        .expect("the host can spawn a thread")
                 })
                 .collect();
 
@@ -1032,7 +1054,7 @@ impl Machine {
                 }
                 if now >= next_check {
                     checks += 1;
-                    this.check_all(&mut spawn_ctx, &mut violations);
+                    this.check_all(&mut violations);
                     next_check = now + opts.check_every;
                 }
                 if now >= next_progress {
@@ -1079,12 +1101,27 @@ impl Machine {
             if shared.stop.load(Ordering::Acquire) {
                 io_box.send(IoMsg::Shutdown);
             }
-            let ctxs: Vec<CpuCtx> = cpu_handles
-                .into_iter()
-                .map(|h| h.join().expect("a CPU thread panicked").ctx)
-                .collect();
+            // After a stall, give the CPUs a grace period to wind down; CPUs still stuck after
+            // it are deadlocked and left behind (the machine cannot run again).
+            if stall.is_some() {
+                let grace = Instant::now() + opts.stall_after.min(Duration::from_secs(5));
+                while Instant::now() < grace && !cpu_handles.iter().all(|h| h.is_finished()) {
+                    mm_sync::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            let ctxs: Option<Vec<CpuCtx>> =
+                if cpu_handles.iter().all(|h| h.is_finished()) || stall.is_none() {
+                    Some(
+                        cpu_handles
+                            .into_iter()
+                            .map(|h| h.join().expect("a CPU thread panicked").ctx)
+                            .collect(),
+                    )
+                } else {
+                    None
+                };
             checks += 1;
-            this.check_all(&mut spawn_ctx, &mut violations);
+            this.check_all(&mut violations);
             sampler_box.send(SamplerMsg::Sample);
             sampler_box.send(SamplerMsg::Shutdown);
             this.kswapd.mailbox().send(KswapdMsg::Shutdown);
@@ -1102,7 +1139,10 @@ impl Machine {
             let samples = sampler.join().expect("the sampler panicked");
             (ctxs, checks, violations, stall, daemons, samples)
         });
-        let (ctxs, checks, violations, stall, mut daemons, samples) = outcome;
+        let (ctxs, mut checks, mut violations, stall, mut daemons, samples) = outcome;
+        let exited = shared.procs.lock().len() as u64;
+        checks += exited;
+        violations.extend(std::mem::take(&mut *shared.violations.lock()));
         let ks = &self.kswapd;
         daemons.kswapd_wakeups = ks.wakeups();
         daemons.kswapd_runs = ks.pageoutrun();
@@ -1119,7 +1159,7 @@ impl Machine {
         let mut events = VmEvents::default();
         let mut tlb = TlbReport::default();
         let (mut cycles, mut accesses) = (0u64, 0u64);
-        for c in &ctxs {
+        for c in ctxs.iter().flatten() {
             let e = c.events();
             events.pgfault += e.pgfault;
             events.pgmajfault += e.pgmajfault;
@@ -1138,7 +1178,9 @@ impl Machine {
             cycles as f64 / accesses as f64
         };
         self.record_run_events(events);
-        self.return_cpus(ctxs);
+        if let Some(ctxs) = ctxs {
+            self.return_cpus(ctxs);
+        }
         let oom_kills = std::mem::take(&mut *shared.oom_kills.lock());
         self.record_oom_kills(oom_kills.len() as u64);
         let procs = std::mem::take(&mut *shared.procs.lock());
@@ -1188,9 +1230,10 @@ impl Machine {
         })
     }
 
-    /// The invariant checker: page conservation and every subsystem's structure invariants,
-    /// each under its own locks.
-    fn check_all(&self, ctx: &mut CpuCtx, violations: &mut Vec<String>) {
+    /// The invariant checker: page conservation and the allocators' structure invariants,
+    /// each under its own locks. An address space is checked when its last thread exits
+    /// (before the teardown), the one moment its page tables and RSS counters hold still.
+    fn check_all(&self, violations: &mut Vec<String>) {
         let mut note = |r: Result<(), String>| {
             if let Err(e) = r {
                 if violations.len() < 8 {
@@ -1200,16 +1243,6 @@ impl Machine {
         };
         note(self.buddy().check_invariants().map_err(|e| e.to_string()));
         note(self.slab().check_invariants().map_err(|e| e.to_string()));
-        let spaces: Vec<Arc<AddressSpace>> = self.spaces.lock().values().cloned().collect();
-        for space in spaces {
-            if !space.has_exited() {
-                note(
-                    space
-                        .check_invariants(ctx)
-                        .map_err(|e| format!("pid {}: {e}", space.pid().0)),
-                );
-            }
-        }
     }
 
     fn start_process(&self, shared: &Shared, ctx: &mut CpuCtx, p: ProcessPlan) {
