@@ -19,6 +19,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use mm_mmu::{Mmu, MmuConfig};
+use mm_slab::SlabAllocator;
 use mm_sync::sync::Arc;
 use mm_types::{CpuId, Pid, VirtAddr, PAGE_SIZE};
 use mm_vma::{AddressSpace, CpuCtx, Hooks, Layout, MapFlags, ProtFlags, VmConfig, VmSys};
@@ -60,9 +61,16 @@ const HOST_BATCH: usize = 1024;
 
 fn machine() -> (Arc<VmSys>, CpuCtx, AddressSpace) {
     let buddy = Arc::new(mm_bench::normal_zone_buddy(1, RAM_PAGES));
+    let slab = Arc::new(SlabAllocator::new(buddy.clone()).expect("the slab boots"));
     let (mmu, mut cpus) = Mmu::new(MmuConfig::x86_64(1), buddy).expect("the MMU boots");
-    let sys = VmSys::new(&mmu, VmConfig::linux_default(), Hooks::default(), CpuId(0))
-        .expect("a zero page");
+    let sys = VmSys::new(
+        &mmu,
+        Some(slab),
+        VmConfig::linux_default(),
+        Hooks::default(),
+        CpuId(0),
+    )
+    .expect("a zero page");
     let mut ctx = CpuCtx::new(cpus.remove(0));
     let as_ = AddressSpace::new(&sys, &mut ctx, Pid(1), &Layout::plain()).expect("a process");
     (sys, ctx, as_)

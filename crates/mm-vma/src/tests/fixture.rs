@@ -71,8 +71,16 @@ pub(crate) fn machine_hooks(
     mcfg.tlb = tlb;
     let buddy = buddy(nr_cpus, pages);
     let hooks = hooks(&buddy);
+    // The loom models check this layer's own protocols and leave the slab out (mm-slab has
+    // models of its own); every other test machine has one, as a real machine does.
+    #[cfg(not(mm_loom))]
+    let slab = Some(Arc::new(
+        mm_slab::SlabAllocator::new(buddy.clone()).expect("the slab boots"),
+    ));
+    #[cfg(mm_loom)]
+    let slab = None;
     let (mmu, cpus) = Mmu::new(mcfg, buddy).expect("valid MMU config");
-    let sys = VmSys::new(&mmu, cfg, hooks, CpuId(0)).expect("a zero page");
+    let sys = VmSys::new(&mmu, slab, cfg, hooks, CpuId(0)).expect("a zero page");
     Machine {
         sys,
         cpus: cpus.into_iter().map(CpuCtx::new).collect(),
