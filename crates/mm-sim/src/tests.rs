@@ -193,6 +193,25 @@ fn slab_caches_exist_at_boot_and_show_in_meminfo() {
     assert_eq!(kb("KReclaimable:"), kb("SReclaimable:"));
 }
 
+/// Allocated objects (not on any freelist) of the caches the VMA layer allocates from:
+/// mm_struct, vm_area_struct, anon_vma, anon_vma_chain.
+fn kernel_objects(m: &Machine) -> [u64; 4] {
+    use mm_slab::StdCache::*;
+    [MmStruct, VmAreaStruct, AnonVma, AnonVmaChain].map(|c| {
+        let n = m.slab().cache_counts(m.slab().std_cache(c)).unwrap();
+        assert_eq!(n.cpus_skipped, 0, "no CPU is running");
+        n.total_objects - n.free_objects
+    })
+}
+
+/// Flushes the CPU slabs of those caches and frees their empty slabs (`kmem_cache_shrink`).
+fn shrink_kernel_object_caches(m: &Machine) {
+    use mm_slab::StdCache::*;
+    for c in [MmStruct, VmAreaStruct, AnonVma, AnonVmaChain] {
+        m.slab().shrink_cache(CpuId(0), m.slab().std_cache(c));
+    }
+}
+
 mod run {
     use super::*;
     use crate::workload::*;
@@ -334,6 +353,7 @@ mod run {
         })
         .unwrap();
         let free_before = m.buddy().nr_free_pages() + m.buddy().pcp_pages();
+        let objects_before = kernel_objects(&m);
         let r = m
             .run(
                 vec![
@@ -365,7 +385,10 @@ mod run {
         let vm = |n: &str| r.vmstat.iter().find(|(k, _)| k == n).unwrap().1;
         assert!(vm("pgfault") >= 2 * PAGES, "pgfault {}", vm("pgfault"));
         assert!(r.tlb.hits > 0 && r.tlb.misses > 0 && r.tlb.amat_cycles > 0.0);
-        // Every page the processes used came back.
+        // Every kernel object the processes had is freed; once their caches give their empty
+        // slabs back, every page the processes used came back.
+        assert_eq!(kernel_objects(&m), objects_before, "kernel objects leaked");
+        shrink_kernel_object_caches(&m);
         let free_after = m.buddy().nr_free_pages() + m.buddy().pcp_pages();
         assert_eq!(free_after, free_before, "pages leaked by the run");
         assert_eq!(
