@@ -212,6 +212,85 @@ fn shrink_kernel_object_caches(m: &Machine) {
     }
 }
 
+/// `(active_objs, num_objs)` of a cache's `/proc/slabinfo` line.
+fn slabinfo_objs(m: &Machine, name: &str) -> (u64, u64) {
+    let text = m.proc_file(ProcFile::Slabinfo);
+    let line = text
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .unwrap_or_else(|| panic!("no {name} line:\n{text}"));
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(2)
+        .map(|v| v.parse().unwrap())
+        .collect();
+    (f[0], f[1])
+}
+
+#[test]
+fn a_process_s_kernel_objects_show_in_slabinfo_until_it_exits() {
+    use mm_types::{Pid, VirtAddr};
+    use mm_vma::{Layout, MapFlags, ProtFlags};
+    let mut m = Machine::boot(&config(256 << 20)).unwrap();
+    let names = ["mm_struct", "vm_area_struct", "anon_vma", "anon_vma_chain"];
+    let before = kernel_objects(&m);
+    let rows: Vec<_> = names.iter().map(|n| slabinfo_objs(&m, n)).collect();
+    let mut cpus = m.take_cpus().unwrap();
+    let ctx = &mut cpus[0];
+    let space = AddressSpace::new(m.vm(), ctx, Pid(1), &Layout::plain()).unwrap();
+    let anon = MapFlags::PRIVATE | MapFlags::ANONYMOUS;
+    for i in 0..6 {
+        let prot = if i % 2 == 0 {
+            ProtFlags::RW
+        } else {
+            ProtFlags::READ
+        };
+        let a = space
+            .mmap(ctx, VirtAddr(0), 4096, prot, anon, None)
+            .unwrap();
+        if i % 2 == 0 {
+            ctx.store_u64(&space, a, 1).unwrap();
+        }
+    }
+    let vmas = space.map_count() as u64;
+    assert_eq!(
+        kernel_objects(&m),
+        [
+            before[0] + 1,
+            before[1] + vmas,
+            before[2] + 3,
+            before[3] + 3
+        ],
+        "one mm_struct, a vm_area_struct per VMA, an anon_vma and a chain link for each \
+         VMA written to"
+    );
+    for (i, name) in names.iter().enumerate() {
+        let (active, num) = slabinfo_objs(&m, name);
+        let now = kernel_objects(&m)[i];
+        assert!(
+            active >= now && active > rows[i].0 && num >= active,
+            "{name}: active {active} of {num}, {now} live"
+        );
+    }
+    let child = space.fork(ctx, Pid(2)).unwrap();
+    assert_eq!(
+        kernel_objects(&m)[1],
+        before[1] + 2 * vmas,
+        "fork doubles the VMAs"
+    );
+    child.exit(ctx);
+    space.exit(ctx);
+    ctx.mmu().leave_mm();
+    m.return_cpus(cpus);
+    assert_eq!(kernel_objects(&m), before, "exit frees every object");
+    // With the CPU slabs flushed and empty slabs freed, slabinfo is back where it was.
+    shrink_kernel_object_caches(&m);
+    for (i, name) in names.iter().enumerate() {
+        assert_eq!(slabinfo_objs(&m, name), rows[i], "{name}");
+    }
+}
+
 mod run {
     use super::*;
     use crate::workload::*;
