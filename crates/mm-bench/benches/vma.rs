@@ -12,6 +12,10 @@
 //!   real minor fault (zeroing, LRU add and page-table update included).
 //! - `vma.mmap_munmap_pair`: `mmap` of 16 untouched anonymous pages plus their `munmap`.
 //!
+//! The VMA layer runs with a slab allocator, as on a machine: `mmap` takes a `vm_area_struct`
+//! from its cache and `munmap` frees it; a VMA's first fault takes an `anon_vma` and an
+//! `anon_vma_chain`.
+//!
 //! The binary counts heap allocations, and checks once, before measuring, that the only
 //! faults of a batch that allocate on the heap are the VMA's first (its anon_vma) and those
 //! that allocate a page-table page (`Mm::map` keeps the spare table in a `Vec`): the common
@@ -19,6 +23,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use mm_mmu::{Mmu, MmuConfig};
+use mm_slab::SlabAllocator;
 use mm_sync::sync::Arc;
 use mm_types::{CpuId, Pid, VirtAddr, PAGE_SIZE};
 use mm_vma::{AddressSpace, CpuCtx, Hooks, Layout, MapFlags, ProtFlags, VmConfig, VmSys};
@@ -60,9 +65,17 @@ const HOST_BATCH: usize = 1024;
 
 fn machine() -> (Arc<VmSys>, CpuCtx, AddressSpace) {
     let buddy = Arc::new(mm_bench::normal_zone_buddy(1, RAM_PAGES));
+    // The slab, as on a machine: VMAs, anon_vmas and the mm_struct live in its caches.
+    let slab = Arc::new(SlabAllocator::new(buddy.clone()).expect("the slab boots"));
     let (mmu, mut cpus) = Mmu::new(MmuConfig::x86_64(1), buddy).expect("the MMU boots");
-    let sys = VmSys::new(&mmu, VmConfig::linux_default(), Hooks::default(), CpuId(0))
-        .expect("a zero page");
+    let sys = VmSys::new(
+        &mmu,
+        Some(slab),
+        VmConfig::linux_default(),
+        Hooks::default(),
+        CpuId(0),
+    )
+    .expect("a zero page");
     let mut ctx = CpuCtx::new(cpus.remove(0));
     let as_ = AddressSpace::new(&sys, &mut ctx, Pid(1), &Layout::plain()).expect("a process");
     (sys, ctx, as_)

@@ -74,7 +74,7 @@ pub struct Machine {
     config: MachineConfig,
     zones: Vec<ZoneSpec>,
     buddy: Arc<Buddy>,
-    slab: SlabAllocator,
+    slab: Arc<SlabAllocator>,
     mmu: Arc<Mmu>,
     vm: Arc<VmSys>,
     /// The CPUs' contexts between runs (a run's CPU threads own them meanwhile).
@@ -140,7 +140,7 @@ impl Machine {
             kswapd: kswapd.clone(),
         }));
         let buddy = Arc::new(buddy);
-        let slab = SlabAllocator::new(buddy.clone())?;
+        let slab = Arc::new(SlabAllocator::new(buddy.clone())?);
         let (mmu, mmu_cpus) = Mmu::new(MmuConfig::x86_64(config.cpus), buddy.clone())
             .map_err(|e| BootError::Config(e.to_string()))?;
         let mut vmcfg = VmConfig::linux_default();
@@ -150,7 +150,7 @@ impl Machine {
             2 => Overcommit::Never,
             _ => Overcommit::Guess,
         };
-        let vm = VmSys::new(&mmu, vmcfg, Hooks::default(), CpuId(0))
+        let vm = VmSys::new(&mmu, Some(slab.clone()), vmcfg, Hooks::default(), CpuId(0))
             .map_err(|e| BootError::Config(format!("cannot allocate the zero page: {e}")))?;
         Ok(Machine {
             config: config.clone(),

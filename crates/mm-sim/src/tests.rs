@@ -194,6 +194,104 @@ fn slab_caches_exist_at_boot_and_show_in_meminfo() {
     assert_eq!(kb("KReclaimable:"), kb("SReclaimable:"));
 }
 
+/// Allocated objects (not on any freelist) of the caches the VMA layer allocates from:
+/// mm_struct, vm_area_struct, anon_vma, anon_vma_chain.
+fn kernel_objects(m: &Machine) -> [u64; 4] {
+    use mm_slab::StdCache::*;
+    [MmStruct, VmAreaStruct, AnonVma, AnonVmaChain].map(|c| {
+        let n = m.slab().cache_counts(m.slab().std_cache(c)).unwrap();
+        assert_eq!(n.cpus_skipped, 0, "no CPU is running");
+        n.total_objects - n.free_objects
+    })
+}
+
+/// Flushes the CPU slabs of those caches and frees their empty slabs (`kmem_cache_shrink`).
+fn shrink_kernel_object_caches(m: &Machine) {
+    use mm_slab::StdCache::*;
+    for c in [MmStruct, VmAreaStruct, AnonVma, AnonVmaChain] {
+        m.slab().shrink_cache(CpuId(0), m.slab().std_cache(c));
+    }
+}
+
+/// `(active_objs, num_objs)` of a cache's `/proc/slabinfo` line.
+fn slabinfo_objs(m: &Machine, name: &str) -> (u64, u64) {
+    let text = m.proc_file(ProcFile::Slabinfo);
+    let line = text
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .unwrap_or_else(|| panic!("no {name} line:\n{text}"));
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(2)
+        .map(|v| v.parse().unwrap())
+        .collect();
+    (f[0], f[1])
+}
+
+#[test]
+fn a_process_s_kernel_objects_show_in_slabinfo_until_it_exits() {
+    use mm_types::{Pid, VirtAddr};
+    use mm_vma::{Layout, MapFlags, ProtFlags};
+    let mut m = Machine::boot(&config(256 << 20)).unwrap();
+    let names = ["mm_struct", "vm_area_struct", "anon_vma", "anon_vma_chain"];
+    let before = kernel_objects(&m);
+    let rows: Vec<_> = names.iter().map(|n| slabinfo_objs(&m, n)).collect();
+    let mut cpus = m.take_cpus().unwrap();
+    let ctx = &mut cpus[0];
+    let space = AddressSpace::new(m.vm(), ctx, Pid(1), &Layout::plain()).unwrap();
+    let anon = MapFlags::PRIVATE | MapFlags::ANONYMOUS;
+    for i in 0..6 {
+        let prot = if i % 2 == 0 {
+            ProtFlags::RW
+        } else {
+            ProtFlags::READ
+        };
+        let a = space
+            .mmap(ctx, VirtAddr(0), 4096, prot, anon, None)
+            .unwrap();
+        if i % 2 == 0 {
+            ctx.store_u64(&space, a, 1).unwrap();
+        }
+    }
+    let vmas = space.map_count() as u64;
+    assert_eq!(
+        kernel_objects(&m),
+        [
+            before[0] + 1,
+            before[1] + vmas,
+            before[2] + 3,
+            before[3] + 3
+        ],
+        "one mm_struct, a vm_area_struct per VMA, an anon_vma and a chain link for each \
+         VMA written to"
+    );
+    for (i, name) in names.iter().enumerate() {
+        let (active, num) = slabinfo_objs(&m, name);
+        let now = kernel_objects(&m)[i];
+        assert!(
+            active >= now && active > rows[i].0 && num >= active,
+            "{name}: active {active} of {num}, {now} live"
+        );
+    }
+    let child = space.fork(ctx, Pid(2)).unwrap();
+    assert_eq!(
+        kernel_objects(&m)[1],
+        before[1] + 2 * vmas,
+        "fork doubles the VMAs"
+    );
+    child.exit(ctx);
+    space.exit(ctx);
+    ctx.mmu().leave_mm();
+    m.return_cpus(cpus);
+    assert_eq!(kernel_objects(&m), before, "exit frees every object");
+    // With the CPU slabs flushed and empty slabs freed, slabinfo is back where it was.
+    shrink_kernel_object_caches(&m);
+    for (i, name) in names.iter().enumerate() {
+        assert_eq!(slabinfo_objs(&m, name), rows[i], "{name}");
+    }
+}
+
 mod run {
     use super::*;
     use crate::workload::*;
@@ -335,6 +433,7 @@ mod run {
         })
         .unwrap();
         let free_before = m.buddy().nr_free_pages() + m.buddy().pcp_pages();
+        let objects_before = kernel_objects(&m);
         let r = m
             .run(
                 vec![
@@ -366,7 +465,10 @@ mod run {
         let vm = |n: &str| r.vmstat.iter().find(|(k, _)| k == n).unwrap().1;
         assert!(vm("pgfault") >= 2 * PAGES, "pgfault {}", vm("pgfault"));
         assert!(r.tlb.hits > 0 && r.tlb.misses > 0 && r.tlb.amat_cycles > 0.0);
-        // Every page the processes used came back.
+        // Every kernel object the processes had is freed; once their caches give their empty
+        // slabs back, every page the processes used came back.
+        assert_eq!(kernel_objects(&m), objects_before, "kernel objects leaked");
+        shrink_kernel_object_caches(&m);
         let free_after = m.buddy().nr_free_pages() + m.buddy().pcp_pages();
         assert_eq!(free_after, free_before, "pages leaked by the run");
         assert_eq!(

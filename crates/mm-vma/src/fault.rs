@@ -170,7 +170,8 @@ pub(crate) fn handle_mm_fault(
         match fault_locked(ctx, as_, &mut st, req) {
             Err(FaultError::NeedAnonVma) => {
                 drop(st);
-                as_.anon_vma_prepare(ctx, req.addr);
+                as_.anon_vma_prepare(ctx, req.addr)
+                    .map_err(|_| FaultError::Oom)?;
             }
             Err(FaultError::NeedExpandStack) => {
                 drop(st);

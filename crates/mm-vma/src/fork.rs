@@ -14,11 +14,12 @@ use crate::flags::VmFlags;
 use crate::lock::lock_spin;
 use crate::mm::{rss_kind, AddressSpace, MmCore, RssKind};
 use crate::pt;
-use crate::rmap::RmapList;
+use crate::sys::VmSys;
+use crate::vma::Vma;
 use mm_mmu::{Mm, Pte};
 use mm_phys::PageFlags;
 use mm_sync::sync::Arc;
-use mm_types::{Errno, Pid, VirtAddr};
+use mm_types::{CpuId, Errno, Pid, VirtAddr};
 
 impl AddressSpace {
     /// Creates the address space of a fork child `child_pid`. ENOMEM if memory for page
@@ -32,7 +33,8 @@ impl AddressSpace {
             return Err(Errno::Esrch);
         }
         let mm = Mm::new(&sys.mmu, cpu).map_err(|_| Errno::Enomem)?;
-        let cst = pst.fork_copy();
+        let mm_obj = sys.alloc_mm_obj(cpu, child_pid, mm.root(), pst.mmap_base)?;
+        let cst = pst.fork_copy(mm_obj);
         let core = MmCore::new(child_pid, mm, cst.vm.clone(), self.core.code);
         core.set_hiwater_rss(self.core.hiwater_rss());
         let child = AddressSpace {
@@ -52,22 +54,15 @@ impl AddressSpace {
                     cst.vm_stat_account(v.flags, -(pages as i64));
                     continue;
                 }
-                if v.flags.contains(VmFlags::ACCOUNT) {
-                    if let Err(e) = sys.vm_enough_memory(pages) {
-                        failed = Some(e);
-                        break;
-                    }
-                }
                 let mut nv = v.derive(sys.new_id(), v.start, v.end);
                 nv.flags -= VmFlags::LOCKED_MASK;
                 let wipe = v.flags.contains(VmFlags::WIPEONFORK);
-                if wipe || !v.has_anon() {
-                    nv.anon_vma = None;
-                    nv.anon_parents = Vec::new();
-                } else {
-                    // anon_vma_fork: link into the parent's chain, plus a fresh own anon_vma.
-                    nv.anon_parents = v.anon_chain().cloned().collect();
-                    nv.anon_vma = Some(Arc::new(RmapList::new(sys.new_id())));
+                nv.anon_vma = None;
+                nv.anon_parents = Vec::new();
+                if let Err(e) = Self::fork_vma_objs(sys, cpu, v, &mut nv, !wipe && v.has_anon()) {
+                    child.close_vma(cpu, nv);
+                    failed = Some(e);
+                    break;
                 }
                 child.vma_insert(&mut cst, nv);
                 if wipe || !v.has_anon() {
@@ -86,6 +81,28 @@ impl AddressSpace {
             return Err(e);
         }
         Ok(child)
+    }
+
+    /// Gives the child's copy `nv` of `v` its anon chain and slab objects, and charges its
+    /// commitment (`vm_area_dup`, `anon_vma_fork`). With `inherit`, `nv` links into every
+    /// anon_vma of `v`'s chain plus a fresh one of its own, whose parent is the newest of
+    /// `v`'s. On an error the caller closes `nv`, which frees what was allocated.
+    fn fork_vma_objs(
+        sys: &VmSys,
+        cpu: CpuId,
+        v: &Vma,
+        nv: &mut Vma,
+        inherit: bool,
+    ) -> Result<(), Errno> {
+        if inherit {
+            nv.anon_parents = v.anon_chain().cloned().collect();
+            nv.anon_vma = Some(sys.new_anon_vma(cpu, v.anon_chain().last())?);
+        }
+        nv.objs = sys.alloc_vma_objs(cpu, nv.anon_chain().count())?;
+        if v.flags.contains(VmFlags::ACCOUNT) {
+            sys.vm_enough_memory(v.pages())?;
+        }
+        Ok(())
     }
 
     /// `copy_page_range` for one VMA: write-protects the parent's COW entries, takes a

@@ -115,7 +115,7 @@ impl AddressSpace {
                     Err(FaultError::Oom) => return Err(Errno::Enomem),
                     Err(FaultError::NeedAnonVma) => {
                         drop(st);
-                        self.anon_vma_prepare(ctx, va);
+                        self.anon_vma_prepare(ctx, va)?;
                         continue 'relock;
                     }
                 }

@@ -4,9 +4,16 @@
 //! and `fs/proc/task_mmu.c`.
 //!
 //! This crate owns:
-//! - [`VmSys`]: the layer's machine-wide state: the MMU and allocator it maps with, the shared
-//!   zero page, the [`Hooks`] the machine installs ([`SwapBackend`], [`LruHook`]), the rmap
-//!   registries and `Committed_AS`. One per machine.
+//! - [`VmSys`]: the layer's machine-wide state: the MMU and allocator it maps with, the slab
+//!   allocator its kernel objects come from ([`VmSys::slab`]), the shared zero page, the
+//!   [`Hooks`] the machine installs ([`SwapBackend`], [`LruHook`]), the rmap registries and
+//!   `Committed_AS`. One per machine.
+//! - The kernel objects' memory (the `kobj` module): every address space, VMA and anon_vma,
+//!   and every link of a VMA's anon_vma chain, owns one object of `mm-slab`'s `mm_struct`,
+//!   `vm_area_struct`, `anon_vma` and `anon_vma_chain` caches in simulated RAM, holding its
+//!   fields at Linux's offsets where they are stable (`vm_start`, `vm_end`, `vm_mm`,
+//!   `vm_flags`; the chain's two pointers; the anon_vma's root, refcount and parent) and a
+//!   documented record for the `mm_struct`. So `/proc/slabinfo` counts them as a kernel's does.
 //! - [`AddressSpace`] (`mm_struct`): one per process. Its VMAs live in an ordered tree
 //!   (maple-tree semantics: ordered, non-overlapping, O(log n) lookup) under the mmap lock;
 //!   its page tables are an `mm_mmu::Mm`; it keeps the x86-64 layout (`mmap_base`
@@ -42,11 +49,19 @@
 //! - An entry this layer replaces holds a non-present busy marker (a non-swap entry) between
 //!   the flush of the old translation and the new one, never nothing: an empty entry only
 //!   ever becomes present.
+//! - With a slab, the allocated objects of those four caches that this layer made are exactly
+//!   the live address spaces (until `exit`), the VMAs in trees, the anon_vmas still
+//!   referenced, and the (VMA, anon_vma) pairs of the trees' VMAs: a VMA changed in place by
+//!   the syscalls (grown, shrunk, merged, reprotected) keeps its objects, a split allocates
+//!   one `vm_area_struct` (and chain links), and a `vm_area_struct` always holds its VMA's
+//!   current range and flags (`check_invariants` verifies all of this). Out of slab memory,
+//!   a syscall fails with ENOMEM and a fault with OOM, leaving the tree as it was.
 //!
 //! The machine's side: every CPU in an address space's cpumask keeps handling its IPIs (a
 //! CPU actor between quanta, any CPU while it waits for a lock of this layer); the CPU does
-//! not hold its `PcpLocked` guard while it runs this crate's code; an `AddressSpace` is
-//! `exit`ed before it is dropped.
+//! not hold its `PcpLocked` guard while it runs this crate's code (nor a slab pin made with
+//! it: this crate pins the CPU itself); an `AddressSpace` is `exit`ed before it is dropped;
+//! [`VmSys::new`] gets the machine's slab, booted on the same page allocator.
 //! - The shared zero page is never counted, referenced or freed while the layer lives.
 //!
 //! # Locking protocol
@@ -67,6 +82,13 @@
 //!
 //! A flush (waiting for other CPUs' acknowledgements) may happen under 1 and 3, never
 //! under 2 or 4.
+//!
+//! Slab objects are allocated and freed under at most the mmap lock (1), never under 2 or 3:
+//! a slab page allocation may reclaim, and reclaim takes 2 and 3. Each allocation or free
+//! pins the running CPU in the slab (`SlabAllocator::cpu`, its `CpuCtx`'s CPU) for that call
+//! only, so no pin is held while waiting for a lock; pins never block. The one free without
+//! a `CpuCtx`, of an anon_vma whose last reference an rmap walk held, goes through a shared
+//! pin of the CPU that allocated it (a remote free), after the walk dropped its locks.
 #![deny(unsafe_code)]
 
 mod ctx;
@@ -76,6 +98,7 @@ mod flags;
 mod fork;
 mod gup;
 mod hooks;
+mod kobj;
 mod layout;
 mod lock;
 mod mm;

@@ -108,6 +108,17 @@ impl<T> MmapLock<T> {
         }
     }
 
+    /// `mmap_write_trylock`: the write lock if nobody holds or waits for the lock.
+    pub(crate) fn try_write(&self) -> Option<MmapWrite<'_, T>> {
+        self.gate
+            .compare_exchange(0, WRITER, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+            .then(|| MmapWrite {
+                lock: self,
+                data: Some(self.data.write()),
+            })
+    }
+
     /// `mmap_read_lock` from a thread that is not a CPU (a `/proc` reader): it is never the
     /// target of a shootdown, so it only spins and yields.
     pub(crate) fn read_nocpu(&self) -> MmapRead<'_, T> {

@@ -6,12 +6,12 @@ use crate::ctx::CpuCtx;
 use crate::flags::VmFlags;
 use crate::layout::{place, Layout, Rlimits, INITIAL_STACK_PAGES};
 use crate::lock::{lock_spin, MmapLock};
-use crate::rmap::RmapList;
 use crate::sys::VmSys;
 use crate::vma::{Vma, VmaTree};
 use mm_buddy::Frame;
 use mm_mmu::{Mm, MmuGather, Pte};
 use mm_phys::PageFlags;
+use mm_slab::{KObj, MmStruct};
 use mm_sync::sync::{Arc, SpinLock};
 use mm_sync::untracked::{AtomicI64, AtomicU64, Ordering};
 use mm_types::{CpuId, Errno, Order, Pfn, Pid, VirtAddr, PAGE_SHIFT, PAGE_SIZE};
@@ -168,6 +168,8 @@ pub(crate) struct MmState {
     /// `mm->def_flags` (`VM_LOCKED` after `mlockall(MCL_FUTURE)`).
     pub(crate) def_flags: VmFlags,
     pub(crate) exited: bool,
+    /// The `mm_struct` in simulated RAM (when the layer has a slab), freed at exit.
+    pub(crate) mm_obj: Option<KObj<MmStruct>>,
 }
 
 /// An address space's VM counters in pages (`total_vm`, `locked_vm`, ...): written under
@@ -223,6 +225,12 @@ impl VmCounters {
 }
 
 impl MmState {
+    /// Returns the physical address of the `mm_struct` (a VMA's `vm_mm`), or 0.
+    #[inline]
+    pub(crate) fn mm_addr(&self) -> u64 {
+        self.mm_obj.as_ref().map_or(0, |o| o.addr().0)
+    }
+
     /// `vm_stat_account`.
     pub(crate) fn vm_stat_account(&mut self, flags: VmFlags, pages: i64) {
         add(&self.vm.total, pages);
@@ -325,7 +333,9 @@ impl AddressSpace {
         layout: &Layout,
     ) -> Result<AddressSpace, Errno> {
         let placed = place(layout, sys.cfg.stack_guard_gap);
-        let mm = Mm::new(&sys.mmu, ctx.id()).map_err(|_| Errno::Enomem)?;
+        let cpu = ctx.id();
+        let mm = Mm::new(&sys.mmu, cpu).map_err(|_| Errno::Enomem)?;
+        let mm_obj = sys.alloc_mm_obj(cpu, pid, mm.root(), placed.mmap_base)?;
         let stack_start = placed.stack_top - (INITIAL_STACK_PAGES << PAGE_SHIFT);
         let mut st = MmState {
             vmas: VmaTree::default(),
@@ -342,6 +352,7 @@ impl AddressSpace {
             vm: Arc::new(VmCounters::default()),
             def_flags: VmFlags::empty(),
             exited: false,
+            mm_obj,
         };
         let mut segments = vec![(stack_start, placed.stack_top, VmFlags::STACK_DEFAULT)];
         if let Some(img) = &layout.exec {
@@ -380,8 +391,13 @@ impl AddressSpace {
             let mut w = as_.state.write(ctx.mmu());
             for (start, end, flags) in segments {
                 let pages = (end - start) >> PAGE_SHIFT;
+                // On an error the drop of `as_` tears down what was built (exit).
+                let objs = sys.alloc_vma_objs(cpu, 0)?;
                 if flags.contains(VmFlags::ACCOUNT) {
-                    sys.vm_enough_memory(pages)?;
+                    if let Err(e) = sys.vm_enough_memory(pages) {
+                        sys.free_vma_objs(cpu, objs);
+                        return Err(e);
+                    }
                 }
                 let vma = Vma {
                     id: sys.new_id(),
@@ -392,11 +408,11 @@ impl AddressSpace {
                     file: None,
                     anon_vma: None,
                     anon_parents: Vec::new(),
+                    objs,
                 };
                 as_.vma_insert(&mut w, vma);
                 w.vm_stat_account(flags, pages as i64);
             }
-            let cpu = ctx.id();
             as_.merge_range(&mut w, cpu, 0, u64::MAX >> 1);
         }
         Ok(as_)
@@ -454,8 +470,9 @@ impl AddressSpace {
 
     // ----- editing the tree -----
 
-    /// Inserts `vma` and links it into rmap.
+    /// Inserts `vma`, which has its slab objects, writes them and links it into rmap.
     pub(crate) fn vma_insert(&self, st: &mut MmState, vma: Vma) {
+        self.sys.write_vma(&vma, st.mm_addr());
         self.sys.link_vma(&self.core, &vma);
         st.vmas.insert(vma);
     }
@@ -470,9 +487,11 @@ impl AddressSpace {
         v
     }
 
-    /// Drops a detached VMA's reference to its file (after every translation it made is
-    /// flushed).
-    pub(crate) fn close_vma(&self, cpu: CpuId, vma: Vma) {
+    /// Frees a detached (or never inserted) VMA on `cpu`: its slab objects, its references to
+    /// its anon_vmas and to its file (after every translation it made is flushed;
+    /// `remove_vma`).
+    pub(crate) fn close_vma(&self, cpu: CpuId, mut vma: Vma) {
+        self.sys.release_vma(cpu, &mut vma);
         if let Some(f) = &vma.file {
             f.close(cpu);
         }
@@ -480,11 +499,16 @@ impl AddressSpace {
 
     /// Replaces the VMAs starting at each of `old` with `new`, linking the new ones into
     /// rmap before unlinking the old ones, so a walk never misses a mapping.
-    pub(crate) fn vma_replace(&self, st: &mut MmState, cpu: CpuId, old: &[u64], new: Vec<Vma>) {
+    ///
+    /// A new VMA without slab objects takes those of an old one with the same anon chain (as
+    /// Linux adjusts a VMA in place when it expands, shrinks or merges it); the objects of
+    /// old VMAs nobody took are freed. The caller arranges that every new VMA either brings
+    /// objects or has such an old one.
+    pub(crate) fn vma_replace(&self, st: &mut MmState, cpu: CpuId, old: &[u64], mut new: Vec<Vma>) {
         for v in &new {
             self.sys.link_vma(&self.core, v);
         }
-        let olds: Vec<Vma> = old
+        let mut olds: Vec<Vma> = old
             .iter()
             .map(|s| {
                 st.vmas
@@ -492,6 +516,17 @@ impl AddressSpace {
                     .expect("replacing a VMA that is in the tree")
             })
             .collect();
+        let mm = st.mm_addr();
+        for v in new.iter_mut() {
+            if v.objs.is_none() && self.sys.slab.is_some() {
+                let donor = olds
+                    .iter_mut()
+                    .find(|o| o.objs.is_some() && o.same_chain(v))
+                    .expect("a new VMA without objects replaces one with its anon chain");
+                v.objs = donor.objs.take();
+            }
+            self.sys.write_vma(v, mm);
+        }
         for v in new {
             st.vmas.insert(v);
         }
@@ -502,30 +537,66 @@ impl AddressSpace {
     }
 
     /// Splits the VMA that contains `addr` strictly inside it into two (`split_vma`).
-    /// Fails with ENOMEM at `max_map_count`.
+    /// Fails with ENOMEM at `max_map_count` or without memory for the new VMA.
     pub(crate) fn split_at(&self, st: &mut MmState, cpu: CpuId, addr: u64) -> Result<(), Errno> {
         if st.vmas.lookup(addr).is_some_and(|v| v.start != addr)
             && st.vmas.len() as u64 >= self.sys.cfg.max_map_count
         {
             return Err(Errno::Enomem);
         }
-        self.split_at_unchecked(st, cpu, addr);
-        Ok(())
+        self.split_at_unchecked(st, cpu, addr)
     }
 
     /// Splits like [`AddressSpace::split_at`] without the `max_map_count` check
     /// (`__split_vma`): munmap checks the count itself, since its splits may not add a VMA.
-    pub(crate) fn split_at_unchecked(&self, st: &mut MmState, cpu: CpuId, addr: u64) {
+    /// The lower part keeps the VMA's slab objects; the upper part gets new ones, and
+    /// without memory for them nothing changes (ENOMEM).
+    pub(crate) fn split_at_unchecked(
+        &self,
+        st: &mut MmState,
+        cpu: CpuId,
+        addr: u64,
+    ) -> Result<(), Errno> {
         let Some(v) = st.vmas.lookup(addr) else {
-            return;
+            return Ok(());
         };
         if v.start == addr {
-            return;
+            return Ok(());
         }
+        let objs = self.sys.alloc_vma_objs(cpu, v.anon_chain().count())?;
         let lo = v.derive(self.sys.new_id(), v.start, addr);
-        let hi = v.derive(self.sys.new_id(), addr, v.end);
+        let mut hi = v.derive(self.sys.new_id(), addr, v.end);
+        hi.objs = objs;
         let old = v.start;
         self.vma_replace(st, cpu, &[old], vec![lo, hi]);
+        Ok(())
+    }
+
+    /// Splits at `start` and at `end` ([`AddressSpace::split_at`]); if the second split
+    /// fails, merges the first back, so a failure leaves the tree as it was.
+    pub(crate) fn split_range(
+        &self,
+        st: &mut MmState,
+        cpu: CpuId,
+        start: u64,
+        end: u64,
+    ) -> Result<(), Errno> {
+        let before = st.vmas.len();
+        self.split_at(st, cpu, start)?;
+        if let Err(e) = self.split_at(st, cpu, end) {
+            self.unsplit(st, cpu, start, before);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Merges the two VMAs around `addr` back if a split there made the tree grow from
+    /// `before` VMAs (merging needs no memory). Only the split's own pair is merged: the
+    /// heap's first VMA, which `brk` never merges backwards, stays as it is.
+    pub(crate) fn unsplit(&self, st: &mut MmState, cpu: CpuId, addr: u64, before: usize) {
+        if st.vmas.len() > before {
+            self.merge_range(st, cpu, addr, addr);
+        }
     }
 
     /// Merges every mergeable pair of adjacent VMAs from the one ending at or below `lo` to
@@ -558,22 +629,37 @@ impl AddressSpace {
         }
     }
 
-    /// Gives the VMA containing `addr` its own anon_vma (`anon_vma_prepare`); takes the
-    /// mmap lock for writing, so no reader ever sees the tree change.
-    pub(crate) fn anon_vma_prepare(&self, ctx: &mut CpuCtx, addr: u64) {
+    /// Gives the VMA containing `addr` its own anon_vma (`anon_vma_prepare`), with the
+    /// `anon_vma_chain` that links them; takes the mmap lock for writing, so no reader ever
+    /// sees the tree change. ENOMEM, with nothing changed, if the slab is out of memory.
+    pub(crate) fn anon_vma_prepare(&self, ctx: &mut CpuCtx, addr: u64) -> Result<(), Errno> {
+        let cpu = ctx.id();
         let mut st = self.state.write(ctx.mmu());
         let Some(v) = st.vmas.lookup(addr) else {
-            return;
+            return Ok(());
         };
         if v.anon_vma.is_some() {
-            return;
+            return Ok(());
         }
         let start = v.start;
-        let list = Arc::new(RmapList::new(self.sys.new_id()));
+        let list = self.sys.new_anon_vma(cpu, None)?;
+        let avc = match self.sys.alloc_avc(cpu) {
+            Ok(avc) => avc,
+            Err(e) => {
+                self.sys.put_anon_vma(cpu, list);
+                return Err(e);
+            }
+        };
+        let mm = st.mm_addr();
         let v = st.vmas.get_mut(start).expect("found above");
         v.anon_vma = Some(list.clone());
+        if let (Some(objs), Some(avc)) = (v.objs.as_mut(), avc) {
+            objs.avcs.push(avc);
+        }
         let v = st.vmas.lookup(start).expect("found above");
+        self.sys.write_vma(v, mm);
         self.sys.link_anon(&self.core, v, &list);
+        Ok(())
     }
 
     // ----- zapping -----
@@ -709,6 +795,9 @@ impl AddressSpace {
             }
             self.close_vma(cpu, v);
         }
+        // mmput's last user is gone; nothing else holds the mm here (mmdrop).
+        let mm_obj = st.mm_obj.take();
+        sys.free_mm_obj(cpu, mm_obj);
         for c in [
             &st.vm.total,
             &st.vm.locked,
@@ -731,6 +820,11 @@ impl AddressSpace {
     pub fn check_invariants(&self, ctx: &mut CpuCtx) -> Result<(), String> {
         let st = self.state.read(ctx.mmu());
         st.vmas.check()?;
+        self.sys
+            .check_mm_obj(st.mm_obj.as_ref(), self.core.pid, st.exited)?;
+        for v in st.vmas.iter() {
+            self.sys.check_vma_objs(v, st.mm_addr())?;
+        }
         let mut prev: Option<&Vma> = None;
         let (mut total, mut locked) = (0, 0);
         for v in st.vmas.iter() {
@@ -817,9 +911,9 @@ impl AddressSpace {
 }
 
 impl MmState {
-    /// A copy for a fork child (`dup_mm`): layout, limits and VM counters; no locked memory,
-    /// no `mlockall` flags, no VMAs yet.
-    pub(crate) fn fork_copy(&self) -> MmState {
+    /// A copy for a fork child (`dup_mm`) with its own `mm_struct`: layout, limits and VM
+    /// counters; no locked memory, no `mlockall` flags, no VMAs yet.
+    pub(crate) fn fork_copy(&self, mm_obj: Option<KObj<MmStruct>>) -> MmState {
         MmState {
             vmas: VmaTree::default(),
             start_code: self.start_code,
@@ -834,6 +928,7 @@ impl MmState {
             vm: Arc::new(self.vm.copy()),
             def_flags: VmFlags::empty(),
             exited: false,
+            mm_obj,
         }
     }
 }
@@ -852,7 +947,8 @@ pub(crate) fn rss_kind(flags: PageFlags) -> RssKind {
 
 impl Drop for AddressSpace {
     /// An address space dropped without [`AddressSpace::exit`] is torn down from a daemon
-    /// context freeing to CPU 0's lists, if no CPU has it loaded; otherwise its frames leak.
+    /// context freeing to CPU 0's lists, if no CPU has it loaded; otherwise its frames and
+    /// its slab objects leak.
     fn drop(&mut self) {
         if self.state.try_read().is_none_or(|st| st.exited) {
             return;
@@ -860,6 +956,10 @@ impl Drop for AddressSpace {
         // A CPU that still has the page tables loaded would have to acknowledge the teardown's
         // shootdown, and it may be the thread running this drop: leave the frames then.
         if !self.core.mm.cpumask_cpus().is_empty() {
+            if let Some(mut st) = self.state.try_write() {
+                // The VMAs stay linked into rmap; their objects leak with them.
+                std::mem::forget(st.vmas.take_all());
+            }
             return;
         }
         let mut ctx = CpuCtx::new(mm_mmu::Mmu::daemon(&self.sys.mmu, CpuId(0)));

@@ -297,13 +297,23 @@ impl AddressSpace {
                 return Err(Errno::Enomem);
             }
         }
+        // vm_area_alloc, first: without memory for the VMA nothing changes.
+        let objs = self.sys.alloc_vma_objs(cpu, 0)?;
         if st.vmas.intersects(addr, end) {
-            let det = self.munmap_detach(st, cpu, addr, end)?;
-            self.munmap_finish(ctx, det);
+            match self.munmap_detach(st, cpu, addr, end) {
+                Ok(det) => self.munmap_finish(ctx, det),
+                Err(e) => {
+                    self.sys.free_vma_objs(cpu, objs);
+                    return Err(e);
+                }
+            }
         }
         // accountable_mapping.
         if vm_flags & (VmFlags::NORESERVE | VmFlags::SHARED | VmFlags::WRITE) == VmFlags::WRITE {
-            self.sys.vm_enough_memory(pages)?;
+            if let Err(e) = self.sys.vm_enough_memory(pages) {
+                self.sys.free_vma_objs(cpu, objs);
+                return Err(e);
+            }
             vm_flags |= VmFlags::ACCOUNT;
         }
         let file = match (file, vm_flags.contains(VmFlags::MAYSHARE)) {
@@ -329,6 +339,7 @@ impl AddressSpace {
             file,
             anon_vma: None,
             anon_parents: Vec::new(),
+            objs,
         };
         self.vma_insert(st, vma);
         st.vm_stat_account(vm_flags, pages as i64);
@@ -358,15 +369,20 @@ impl AddressSpace {
         let Some(first) = st.vmas.find(start).filter(|v| v.start < end) else {
             return Ok(det);
         };
+        let before = st.vmas.len();
         if first.start < start {
             // Only a hole strictly inside one VMA adds one.
             if end < first.end && st.vmas.len() as u64 >= self.sys.cfg.max_map_count {
                 return Err(Errno::Enomem);
             }
-            self.split_at_unchecked(st, cpu, start);
+            self.split_at_unchecked(st, cpu, start)?;
         }
         if st.vmas.lookup(end - 1).is_some_and(|v| v.end > end) {
-            self.split_at_unchecked(st, cpu, end);
+            if let Err(e) = self.split_at_unchecked(st, cpu, end) {
+                // Undo the first split: nothing changed.
+                self.unsplit(st, cpu, start, before);
+                return Err(e);
+            }
         }
         let starts: Vec<u64> = st.vmas.overlapping(start, end).map(|v| v.start).collect();
         st.update_hiwater_vm();
@@ -518,7 +534,6 @@ impl AddressSpace {
         if st.vmas.len() as u64 > self.sys.cfg.max_map_count {
             return Err(Errno::Enomem);
         }
-        self.sys.vm_enough_memory(pages)?;
         // The heap VMA: it ends at the old break and starts at or above start_brk.
         let prev = st
             .vmas
@@ -526,26 +541,36 @@ impl AddressSpace {
             .filter(|v| v.end == addr && v.start >= st.start_brk)
             .filter(|v| v.flags == flags && v.file.is_none())
             .filter(|v| v.pgoff + v.pages() == addr >> PAGE_SHIFT);
-        let new = match prev {
-            Some(p) => {
-                let grown = p.derive(self.sys.new_id(), p.start, addr + len);
-                let old = p.start;
-                self.vma_replace(st, cpu, &[old], vec![grown]);
-                None
-            }
-            None => Some(Vma {
-                id: self.sys.new_id(),
-                start: addr,
-                end: addr + len,
-                flags,
-                pgoff: addr >> PAGE_SHIFT,
-                file: None,
-                anon_vma: None,
-                anon_parents: Vec::new(),
-            }),
+        let prev = prev.map(|p| p.start);
+        // A new heap VMA needs its vm_area_struct (before the charge, which it cannot undo).
+        let objs = match prev {
+            Some(_) => None,
+            None => self.sys.alloc_vma_objs(cpu, 0)?,
         };
-        if let Some(v) = new {
-            self.vma_insert(st, v);
+        if let Err(e) = self.sys.vm_enough_memory(pages) {
+            self.sys.free_vma_objs(cpu, objs);
+            return Err(e);
+        }
+        match prev {
+            Some(start) => {
+                let p = st.vmas.lookup(start).expect("found above");
+                let grown = p.derive(self.sys.new_id(), p.start, addr + len);
+                self.vma_replace(st, cpu, &[start], vec![grown]);
+            }
+            None => {
+                let v = Vma {
+                    id: self.sys.new_id(),
+                    start: addr,
+                    end: addr + len,
+                    flags,
+                    pgoff: addr >> PAGE_SHIFT,
+                    file: None,
+                    anon_vma: None,
+                    anon_parents: Vec::new(),
+                    objs,
+                };
+                self.vma_insert(st, v);
+            }
         }
         st.vm_stat_account(flags, pages as i64);
         if flags.contains(VmFlags::LOCKED) {
@@ -771,8 +796,13 @@ impl AddressSpace {
         }
         let v = st.vmas.lookup(addr).expect("checked by the caller");
         let vflags = v.flags;
+        // copy_vma: a new VMA in the same anon_vmas.
+        let objs = self.sys.alloc_vma_objs(cpu, v.anon_chain().count())?;
         if vflags.contains(VmFlags::ACCOUNT) {
-            self.sys.vm_enough_memory(new_len >> PAGE_SHIFT)?;
+            if let Err(e) = self.sys.vm_enough_memory(new_len >> PAGE_SHIFT) {
+                self.sys.free_vma_objs(cpu, objs);
+                return Err(e);
+            }
         }
         if let Some(f) = &v.file {
             f.open();
@@ -786,6 +816,7 @@ impl AddressSpace {
             file: v.file.clone(),
             anon_vma: v.anon_vma.clone(),
             anon_parents: v.anon_parents.clone(),
+            objs,
         };
         self.vma_insert(st, new);
         // move_page_tables.
@@ -815,8 +846,7 @@ impl AddressSpace {
         if flags.contains(MremapFlags::DONTUNMAP) {
             // The old range stays mapped, empty, unlocked, and keeps its own charge.
             if vflags.intersects(VmFlags::LOCKED_MASK) {
-                self.split_at(st, cpu, addr)?;
-                self.split_at(st, cpu, addr + old_len)?;
+                self.split_range(st, cpu, addr, addr + old_len)?;
                 let o = st.vmas.lookup(addr).expect("split above");
                 let mut unlocked = o.derive(self.sys.new_id(), o.start, o.end);
                 unlocked.flags -= VmFlags::LOCKED_MASK;

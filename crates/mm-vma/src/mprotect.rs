@@ -24,8 +24,7 @@ impl AddressSpace {
         end: u64,
         flags: VmFlags,
     ) -> Result<(), Errno> {
-        self.split_at(st, cpu, start)?;
-        self.split_at(st, cpu, end)?;
+        self.split_range(st, cpu, start, end)?;
         let v = st.vmas.lookup(start).expect("split above");
         debug_assert!(v.start == start && v.end == end);
         let mut nv = v.derive(self.sys.new_id(), start, end);

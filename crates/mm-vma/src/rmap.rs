@@ -18,6 +18,7 @@
 //! candidate's PTE under that address space's page-table lock, holding nothing else.
 
 use crate::flags::VmFlags;
+use crate::kobj::AnonVmaObj;
 use crate::lock::lock_spin;
 use crate::mm::{MmCore, RssKind};
 use crate::pt;
@@ -46,21 +47,36 @@ pub(crate) struct Link {
 pub(crate) struct RmapList {
     pub(crate) id: u64,
     links: Mutex<Vec<Link>>,
+    /// An anon_vma's `struct anon_vma` in simulated RAM, when the layer has a slab (see the
+    /// `kobj` module); freed with the last reference.
+    pub(crate) kobj: Option<AnonVmaObj>,
 }
 
 impl fmt::Debug for RmapList {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RmapList")
             .field("id", &self.id)
+            .field("kobj", &self.kobj)
             .finish_non_exhaustive()
     }
 }
 
 impl RmapList {
+    /// A file's list, or an anon_vma without a slab object.
     pub(crate) fn new(id: u64) -> RmapList {
         RmapList {
             id,
             links: Mutex::new(Vec::new()),
+            kobj: None,
+        }
+    }
+
+    /// An anon_vma with its slab object.
+    pub(crate) fn anon(id: u64, kobj: AnonVmaObj) -> RmapList {
+        RmapList {
+            id,
+            links: Mutex::new(Vec::new()),
+            kobj: Some(kobj),
         }
     }
 }
@@ -100,10 +116,15 @@ impl VmSys {
         list.links.lock().push(link);
     }
 
-    fn unlink_from(&self, map: &mut BTreeMap<u64, Arc<RmapList>>, id: u64, vma_id: u64) {
-        let Some(list) = map.get(&id) else {
-            return;
-        };
+    /// Unlinks VMA `vma_id` from list `id`; returns the list if it became empty and left the
+    /// registry, for the caller to drop once it holds no rmap lock.
+    fn unlink_from(
+        &self,
+        map: &mut BTreeMap<u64, Arc<RmapList>>,
+        id: u64,
+        vma_id: u64,
+    ) -> Option<Arc<RmapList>> {
+        let list = map.get(&id)?;
         let empty = {
             // Lock order: registry -> list.
             let mut links = list.links.lock();
@@ -111,7 +132,9 @@ impl VmSys {
             links.is_empty()
         };
         if empty {
-            map.remove(&id);
+            map.remove(&id)
+        } else {
+            None
         }
     }
 
@@ -154,17 +177,21 @@ impl VmSys {
 
     /// Unlinks `vma` from every list it is in.
     pub(crate) fn unlink_vma(&self, vma: &Vma) {
+        // Lists that left the registry are dropped after its locks: a last reference frees an
+        // anon_vma's slab object, which is not done under an rmap lock.
+        let mut gone = Vec::new();
         let mut chain = vma.anon_chain().peekable();
         if chain.peek().is_some() {
             let mut anon = self.rmap.anon.lock();
             for list in chain {
-                self.unlink_from(&mut anon, list.id, vma.id);
+                gone.extend(self.unlink_from(&mut anon, list.id, vma.id));
             }
         }
         if let Some(file) = &vma.file {
             let mut files = self.rmap.files.lock();
-            self.unlink_from(&mut files, file.mapping_id(), vma.id);
+            gone.extend(self.unlink_from(&mut files, file.mapping_id(), vma.id));
         }
+        drop(gone);
     }
 
     /// Returns the number of anon_vmas and file lists registered.

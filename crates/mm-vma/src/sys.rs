@@ -5,6 +5,7 @@ use crate::rmap::Registry;
 use mm_buddy::{AllocError, Buddy, Frame};
 use mm_mmu::Mmu;
 use mm_phys::{PageFlags, PhysMem};
+use mm_slab::SlabAllocator;
 use mm_sync::sync::Arc;
 use mm_sync::untracked::{AtomicI64, AtomicU64, Ordering};
 use mm_types::{CpuId, Errno, Gfp, Order, Pfn, PAGE_SHIFT};
@@ -52,11 +53,15 @@ impl VmConfig {
     }
 }
 
-/// The VMA layer of one machine: the MMU and allocator it maps with, the shared zero page,
-/// the hooks to swap and the LRU, the rmap registries and the commit accounting.
+/// The VMA layer of one machine: the MMU and allocator it maps with, the slab its kernel
+/// objects come from, the shared zero page, the hooks to swap and the LRU, the rmap
+/// registries and the commit accounting.
 pub struct VmSys {
     pub(crate) mmu: Arc<Mmu>,
     pub(crate) buddy: Arc<Buddy>,
+    /// Where `mm_struct`, `vm_area_struct`, `anon_vma` and `anon_vma_chain` objects come from
+    /// (the `kobj` module); `None` only in test models that leave the slab out.
+    pub(crate) slab: Option<Arc<SlabAllocator>>,
     pub(crate) mem: Arc<PhysMem>,
     pub(crate) levels: u32,
     pub(crate) cfg: VmConfig,
@@ -81,13 +86,28 @@ impl fmt::Debug for VmSys {
 
 impl VmSys {
     /// Sets up the VMA layer of a machine: allocates the shared zero page on `cpu`'s lists.
+    /// The layer's kernel objects come from `slab`'s standard caches; a machine always
+    /// passes its slab (`None` is for models of the layer's own protocols).
+    ///
+    /// # Panics
+    /// If `slab` runs on another page allocator than `mmu`, or was booted without the
+    /// standard caches.
     pub fn new(
         mmu: &Arc<Mmu>,
+        slab: Option<Arc<SlabAllocator>>,
         cfg: VmConfig,
         hooks: Hooks,
         cpu: CpuId,
     ) -> Result<Arc<VmSys>, AllocError> {
         let buddy = mmu.buddy().clone();
+        if let Some(s) = &slab {
+            assert!(
+                Arc::ptr_eq(s.buddy(), &buddy),
+                "the slab and the MMU must share one page allocator"
+            );
+            // Panics without the standard caches, before anything is allocated.
+            let _ = s.std_cache(mm_slab::StdCache::VmAreaStruct);
+        }
         let zero = buddy.alloc(cpu, Order::ZERO, Gfp::GFP_KERNEL | Gfp::ZERO)?;
         let zero_pfn = zero.into_raw().0;
         let mem = buddy.mem().clone();
@@ -98,6 +118,7 @@ impl VmSys {
             levels: mmu.config().paging.levels(),
             mmu: mmu.clone(),
             buddy,
+            slab,
             mem,
             cfg,
             zero_pfn,
@@ -117,6 +138,11 @@ impl VmSys {
     /// Returns the page allocator.
     pub fn buddy(&self) -> &Arc<Buddy> {
         &self.buddy
+    }
+
+    /// Returns the slab allocator the layer's kernel objects come from, if it has one.
+    pub fn slab(&self) -> Option<&Arc<SlabAllocator>> {
+        self.slab.as_ref()
     }
 
     /// Returns the sysctls.

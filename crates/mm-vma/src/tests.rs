@@ -6,6 +6,8 @@ mod fixture;
 mod basics;
 #[cfg(not(mm_loom))]
 mod fork;
+#[cfg(not(mm_loom))]
+mod kobj;
 #[cfg(mm_loom)]
 mod loom_b4;
 #[cfg(mm_loom)]

@@ -6,6 +6,7 @@
 
 use crate::flags::VmFlags;
 use crate::hooks::VmFileRef;
+use crate::kobj::VmaObjs;
 use crate::rmap::RmapList;
 use mm_sync::sync::Arc;
 use mm_types::PAGE_SHIFT;
@@ -26,6 +27,19 @@ pub(crate) struct Vma {
     pub(crate) anon_vma: Option<Arc<RmapList>>,
     /// The other anon_vmas of the `anon_vma_chain` (inherited at fork), oldest first.
     pub(crate) anon_parents: Vec<Arc<RmapList>>,
+    /// Its `vm_area_struct` and `anon_vma_chain`s in simulated RAM (when the layer has a
+    /// slab). A VMA in a tree has them; a new VMA without them takes those of the VMA it
+    /// replaces (see `AddressSpace::vma_replace`). Freed by `AddressSpace::close_vma`.
+    pub(crate) objs: Option<VmaObjs>,
+}
+
+impl Drop for Vma {
+    fn drop(&mut self) {
+        debug_assert!(
+            self.objs.is_none() || mm_sync::thread::panicking(),
+            "{self:?} dropped with its slab objects: AddressSpace::close_vma frees them"
+        );
+    }
 }
 
 impl fmt::Debug for Vma {
@@ -40,6 +54,9 @@ impl fmt::Debug for Vma {
         }
         if let Some(a) = &self.anon_vma {
             write!(f, " anon_vma {}", a.id)?;
+        }
+        if let Some(o) = &self.objs {
+            write!(f, " {o:?}")?;
         }
         Ok(())
     }
@@ -63,13 +80,24 @@ impl Vma {
         self.anon_parents.iter().chain(self.anon_vma.iter())
     }
 
+    /// Returns true if `self` and `other` are linked into the same anon_vmas, in the same
+    /// order.
+    pub(crate) fn same_chain(&self, other: &Vma) -> bool {
+        self.anon_chain().count() == other.anon_chain().count()
+            && self
+                .anon_chain()
+                .zip(other.anon_chain())
+                .all(|(a, b)| Arc::ptr_eq(a, b))
+    }
+
     /// Returns true if the VMA has (or may have) anonymous pages.
     pub(crate) fn has_anon(&self) -> bool {
         self.anon_vma.is_some() || !self.anon_parents.is_empty()
     }
 
     /// Returns a copy covering `start..end` of this VMA, with id `id` and `vm_pgoff`
-    /// adjusted; a file reference is opened for it (`vm_area_dup`).
+    /// adjusted; a file reference is opened for it (`vm_area_dup`). The copy has no slab
+    /// objects: it gets fresh ones, or takes those of the VMA it replaces.
     pub(crate) fn derive(&self, id: u64, start: u64, end: u64) -> Vma {
         debug_assert!(start < end);
         if let Some(f) = &self.file {
@@ -88,6 +116,7 @@ impl Vma {
             file: self.file.clone(),
             anon_vma: self.anon_vma.clone(),
             anon_parents: self.anon_parents.clone(),
+            objs: None,
         }
     }
 

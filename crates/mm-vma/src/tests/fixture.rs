@@ -71,8 +71,16 @@ pub(crate) fn machine_hooks(
     mcfg.tlb = tlb;
     let buddy = buddy(nr_cpus, pages);
     let hooks = hooks(&buddy);
+    // The loom models check this layer's own protocols and leave the slab out (mm-slab has
+    // models of its own); every other test machine has one, as a real machine does.
+    #[cfg(not(mm_loom))]
+    let slab = Some(Arc::new(
+        mm_slab::SlabAllocator::new(buddy.clone()).expect("the slab boots"),
+    ));
+    #[cfg(mm_loom)]
+    let slab = None;
     let (mmu, cpus) = Mmu::new(mcfg, buddy).expect("valid MMU config");
-    let sys = VmSys::new(&mmu, cfg, hooks, CpuId(0)).expect("a zero page");
+    let sys = VmSys::new(&mmu, slab, cfg, hooks, CpuId(0)).expect("a zero page");
     Machine {
         sys,
         cpus: cpus.into_iter().map(CpuCtx::new).collect(),
@@ -104,10 +112,13 @@ pub(crate) fn process(m: &mut Machine, pid: u32) -> crate::AddressSpace {
     .expect("memory for a process")
 }
 
-/// Free pages of the machine: the buddy lists plus every CPU's pcp lists.
+/// Free pages of the machine: the buddy lists plus every CPU's pcp lists, plus the slab's
+/// pages. Slab pages count as free here because the layer's objects come and go in slabs
+/// that stay cached; the `kobj` tests count the objects themselves.
 #[cfg(not(mm_loom))]
 pub(crate) fn free_pages(sys: &VmSys) -> u64 {
-    sys.buddy().nr_free_pages() + sys.buddy().pcp_pages()
+    let slab = sys.slab().map_or(0, |s| s.slab_pages());
+    sys.buddy().nr_free_pages() + sys.buddy().pcp_pages() + slab
 }
 
 /// A file of `len` pages already in the "page cache": each page is allocated up front, holds
