@@ -41,7 +41,7 @@ pub use daemon::reaper::{ReaperMsg, ReaperStats};
 pub use daemon::sampler::SamplerMsg;
 pub use run::{
     oom_score, DaemonReport, ExitKind, OomKill, ProcSnapshot, ProcessReport, RunError, RunOpts,
-    RunProgress, RunReport, Sample, TlbReport,
+    RunProgress, RunReport, Sample, TlbReport, TASK_MAGIC,
 };
 
 pub use config::{MachineConfig, Sysctl, ZoneSpec};
@@ -246,6 +246,10 @@ impl Machine {
 
     /// Returns the slab allocator.
     pub fn slab(&self) -> &SlabAllocator {
+        &self.slab
+    }
+
+    pub(crate) fn slab_arc(&self) -> &Arc<SlabAllocator> {
         &self.slab
     }
 

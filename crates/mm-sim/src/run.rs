@@ -27,9 +27,10 @@ use crate::daemon::sampler::{Sampler, SamplerMsg};
 use crate::daemon::{self, ActorStatus, Mailbox};
 use crate::workload::{Integrity, Op, OpResult, ProcessPlan, Workload, WorkloadEnv, MAX_IO_BYTES};
 use crate::Machine;
+use mm_slab::{KObj, SlabAllocator, TaskStruct};
 use mm_sync::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use mm_sync::sync::{Arc, Mutex};
-use mm_types::{CpuId, Errno, Pid, VirtAddr, PAGE_SIZE};
+use mm_types::{CpuId, Errno, Gfp, PhysAddr, Pid, VirtAddr, PAGE_SIZE};
 
 use mm_vma::{AccessError, AddressSpace, CpuCtx, Layout, MapFlags, ProtFlags, Signal, VmEvents};
 use std::collections::{BTreeMap, VecDeque};
@@ -322,6 +323,47 @@ struct Task {
     killed: Arc<AtomicBool>,
     /// A completed I/O request the task has not seen yet.
     io_done: Option<(IoWait, IoDone)>,
+    /// Its `task_struct` in simulated RAM.
+    kobj: KObj<TaskStruct>,
+}
+
+/// `task_struct` holds the simulator's record (Linux's offsets depend on the kernel
+/// configuration): [`TASK_MAGIC`] at 0 (zeroed when freed), the pid (tgid) at 8 and the
+/// thread's index in its process at 16.
+pub const TASK_MAGIC: u64 = u64::from_le_bytes(*b"taskstrc");
+
+/// `dup_task_struct`: a `task_struct` from its cache on `cpu` (a remote CPU's lists for the
+/// driver, which is not a CPU), filled in; ENOMEM if the slab cannot grow.
+fn alloc_task_struct(
+    slab: &SlabAllocator,
+    cpu: CpuId,
+    shared_pin: bool,
+    pid: Pid,
+    thread: u64,
+) -> Result<KObj<TaskStruct>, Errno> {
+    let pin = if shared_pin {
+        slab.cpu_shared(cpu)
+    } else {
+        slab.cpu(cpu)
+    };
+    let obj = pin
+        .alloc_obj::<TaskStruct>(Gfp::GFP_KERNEL)
+        .map_err(|_| Errno::Enomem)?;
+    let mem = pin.mem();
+    for (off, v) in [(0, TASK_MAGIC), (8, pid.0 as u64), (16, thread)] {
+        mem.write_u64(PhysAddr(obj.addr().0 + off), v)
+            .expect("a slab object is in RAM");
+    }
+    Ok(obj)
+}
+
+/// `free_task_struct`, on the CPU where the task ends.
+fn free_task_struct(slab: &SlabAllocator, cpu: CpuId, obj: KObj<TaskStruct>) {
+    let pin = slab.cpu(cpu);
+    pin.mem()
+        .write_u64(PhysAddr(obj.addr().0), 0)
+        .expect("a slab object is in RAM");
+    pin.free_obj(obj);
 }
 
 struct Proc {
@@ -364,6 +406,8 @@ struct Shared {
     proc_snapshots: Option<Mutex<Vec<ProcSnapshot>>>,
     /// The machine's total pages for `oom_score` (RAM plus swap).
     oom_totalpages: u64,
+    /// The slab, for `task_struct`s.
+    slab: Arc<SlabAllocator>,
 }
 
 /// What one CPU thread hands back.
@@ -410,7 +454,7 @@ impl Shared {
             pid: task.pid,
             name: name.clone(),
             oom_score_adj: adj,
-            total_vm_kb: total_vm_pages(&task.space) * 4,
+            total_vm_kb: task.space.core().total_vm() * 4,
             anon_rss_kb: rss.anon * 4,
             file_rss_kb: rss.file * 4,
             shmem_rss_kb: rss.shmem * 4,
@@ -435,15 +479,6 @@ impl Shared {
             space: task.space.clone(),
         });
     }
-}
-
-/// `total_vm`: pages of every VMA.
-fn total_vm_pages(space: &AddressSpace) -> u64 {
-    space
-        .vmas()
-        .iter()
-        .map(|(s, e, _)| (e.0 - s.0) / PAGE_SIZE as u64)
-        .sum()
 }
 
 fn errno(r: Result<(), Errno>) -> OpResult {
@@ -514,6 +549,10 @@ fn execute(shared: &Shared, ctx: &mut CpuCtx, task: &Task, op: Op) -> Result<Ste
         }
         Op::Fork { child } => {
             let pid = shared.alloc_pid();
+            let kobj = match alloc_task_struct(&shared.slab, ctx.id(), false, pid, 0) {
+                Ok(k) => k,
+                Err(e) => return Ok(Step::Done(OpResult::Err(e))),
+            };
             match s.fork(ctx, pid) {
                 Ok(space) => {
                     let space = Arc::new(space);
@@ -533,10 +572,14 @@ fn execute(shared: &Shared, ctx: &mut CpuCtx, task: &Task, op: Op) -> Result<Ste
                         cpus: task.cpus.clone(),
                         killed,
                         io_done: None,
+                        kobj,
                     });
                     OpResult::Forked(pid)
                 }
-                Err(e) => OpResult::Err(e),
+                Err(e) => {
+                    free_task_struct(&shared.slab, ctx.id(), kobj);
+                    OpResult::Err(e)
+                }
             }
         }
         Op::FileRead {
@@ -725,6 +768,7 @@ fn thread_exit(shared: &Shared, ctx: &mut CpuCtx, task: Task, how: Option<Fatal>
         p.swap_kb = swap_kb;
         p.exit.get_or_insert((ExitKind::Ok, None));
     }
+    free_task_struct(&shared.slab, ctx.id(), task.kobj);
     // Only now, after the teardown's shootdowns: a CPU that sees no live task may stop.
     shared.live_tasks.fetch_sub(1, Ordering::AcqRel);
 }
@@ -977,6 +1021,7 @@ impl Machine {
             violations: Mutex::new(Vec::new()),
             proc_snapshots: opts.proc_snapshots.then(|| Mutex::new(Vec::new())),
             oom_totalpages: self.buddy().totalram_pages(),
+            slab: self.slab_arc().clone(),
         });
         let statuses = Statuses {
             kswapd: ActorStatus::new("kswapd0"),
@@ -1281,7 +1326,22 @@ impl Machine {
                 shared.now_ms(),
             ),
         );
-        for w in p.threads {
+        let mut started = 0;
+        for (i, w) in p.threads.into_iter().enumerate() {
+            // The driver is not a CPU: it allocates through a shared pin of CPU 0's slabs.
+            let kobj = match alloc_task_struct(&shared.slab, CpuId(0), true, pid, i as u64) {
+                Ok(k) => k,
+                Err(_) => {
+                    // clone() failing for want of memory: the thread never starts.
+                    shared
+                        .procs
+                        .lock()
+                        .get_mut(&pid)
+                        .expect("just added")
+                        .live_threads -= 1;
+                    continue;
+                }
+            };
             shared.enqueue(Task {
                 pid,
                 space: space.clone(),
@@ -1290,7 +1350,16 @@ impl Machine {
                 cpus: cpus.clone(),
                 killed: killed.clone(),
                 io_done: None,
+                kobj,
             });
+            started += 1;
+        }
+        if started == 0 {
+            space.exit(ctx);
+            self.spaces.lock().remove(&pid);
+            let mut procs = shared.procs.lock();
+            let p = procs.get_mut(&pid).expect("just added");
+            p.exit = Some((ExitKind::Killed, Some("no memory for a task_struct".into())));
         }
     }
 

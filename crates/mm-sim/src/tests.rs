@@ -205,10 +205,11 @@ fn kernel_objects(m: &Machine) -> [u64; 4] {
     })
 }
 
-/// Flushes the CPU slabs of those caches and frees their empty slabs (`kmem_cache_shrink`).
+/// Flushes the CPU slabs of those caches and `task_struct`'s and frees their empty slabs
+/// (`kmem_cache_shrink`).
 fn shrink_kernel_object_caches(m: &Machine) {
     use mm_slab::StdCache::*;
-    for c in [MmStruct, VmAreaStruct, AnonVma, AnonVmaChain] {
+    for c in [MmStruct, VmAreaStruct, AnonVma, AnonVmaChain, TaskStruct] {
         m.slab().shrink_cache(CpuId(0), m.slab().std_cache(c));
     }
 }

@@ -121,6 +121,11 @@ impl MmCore {
             .max(self.rss().resident())
     }
 
+    /// Returns `total_vm` (VmSize) in pages, without the mmap lock.
+    pub fn total_vm(&self) -> u64 {
+        self.vm.snapshot()[0]
+    }
+
     /// Returns the minor and major fault counts (`min_flt`, `maj_flt`).
     pub fn faults(&self) -> (u64, u64) {
         (

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::workload::*;
+use mm_slab::SlabAllocator;
 use mm_sync::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use mm_sync::sync::Arc;
 use mm_types::{CpuId, Errno, Gfp, VirtAddr};
@@ -431,7 +432,8 @@ fn an_oom_kill_is_logged_counted_and_queued_for_the_reaper() {
     // The hog held most of RAM: its score is near the top of the 0..2000 scale's lower half.
     assert!(score > 900 && score <= 1333, "oom_score {score}");
     assert!(file("maps").contains("rw-p"), "{}", file("maps"));
-    // Every page came back.
+    // Every page came back (once the kernel-object caches give back their empty slabs).
+    shrink_kernel_object_caches(&m);
     assert_eq!(
         m.buddy().nr_free_pages() + m.buddy().pcp_pages(),
         free_before
@@ -459,4 +461,71 @@ fn oom_score_follows_the_kernel_formula() {
     assert!(oom_score(&space, -500, total) < oom_score(&space, 0, total));
     space.exit(&mut ctx);
     let _ = &mut m;
+}
+
+fn task_structs(slab: &SlabAllocator) -> (u64, u32) {
+    let n = slab
+        .cache_counts(slab.std_cache(mm_slab::StdCache::TaskStruct))
+        .unwrap();
+    (n.total_objects - n.free_objects, n.cpus_skipped)
+}
+
+/// Waits (yielding) until `arrived` reaches `n`; the first to see it records the live
+/// `task_struct` count.
+struct Gather {
+    n: u64,
+    arrived: Arc<AtomicU64>,
+    seen: Arc<AtomicU64>,
+    slab: Arc<SlabAllocator>,
+    here: bool,
+}
+
+impl Workload for Gather {
+    fn next(&mut self, _: OpResult, _: &WorkloadEnv) -> Option<Op> {
+        if !self.here {
+            self.here = true;
+            self.arrived.fetch_add(1, Ordering::SeqCst);
+        }
+        if self.arrived.load(Ordering::SeqCst) < self.n {
+            return Some(Op::Yield);
+        }
+        let (live, skipped) = task_structs(&self.slab);
+        assert_eq!(skipped, 0, "no CPU holds a slab pin between operations");
+        self.seen.fetch_max(live, Ordering::SeqCst);
+        None
+    }
+}
+
+#[test]
+fn every_task_has_a_task_struct_in_simulated_ram() {
+    let mut m = Machine::boot(&small(1, 64)).unwrap();
+    let slab = m.slab_arc().clone();
+    let (baseline, _) = task_structs(&slab);
+    let arrived = Arc::new(AtomicU64::new(0));
+    let seen = Arc::new(AtomicU64::new(0));
+    let gather = || -> Box<dyn Workload> {
+        Box::new(Gather {
+            n: 3,
+            arrived: arrived.clone(),
+            seen: seen.clone(),
+            slab: slab.clone(),
+            here: false,
+        })
+    };
+    let r = m
+        .run(
+            vec![
+                plan("two", vec![gather(), gather()]),
+                plan("one", vec![gather()]),
+            ],
+            &RunOpts::default(),
+        )
+        .unwrap();
+    assert!(r.processes.iter().all(|p| p.exit == ExitKind::Ok));
+    assert_eq!(seen.load(Ordering::SeqCst), baseline + 3);
+    assert_eq!(
+        task_structs(&slab).0,
+        baseline,
+        "every task_struct is freed"
+    );
 }
