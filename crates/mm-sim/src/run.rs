@@ -325,6 +325,8 @@ struct Task {
     io_done: Option<(IoWait, IoDone)>,
     /// Its `task_struct` in simulated RAM.
     kobj: KObj<TaskStruct>,
+    /// An access to retry after the OOM killer made room.
+    retry: Option<Op>,
 }
 
 /// `task_struct` holds the simulator's record (Linux's offsets depend on the kernel
@@ -370,6 +372,12 @@ struct Proc {
     name: String,
     oom_score_adj: i32,
     live_threads: usize,
+    /// SIGKILL or a fatal signal: its threads stop before their next operation.
+    killed: Arc<AtomicBool>,
+    /// Chosen by the OOM killer.
+    oom_victim: bool,
+    /// The reaper has dealt with it (`MMF_OOM_SKIP`): the OOM killer may pick another.
+    reaped: Arc<AtomicBool>,
     exit: Option<(ExitKind, Option<String>)>,
     integrity: Integrity,
     faults: (u64, u64),
@@ -401,6 +409,8 @@ struct Shared {
     io: Mailbox<IoMsg>,
     reaper: Mailbox<ReaperMsg>,
     oom_kills: Mutex<Vec<OomKill>>,
+    /// `oom_lock`: one OOM kill decision at a time.
+    oom_lock: Mutex<()>,
     /// Invariant violations found by the CPUs (address spaces at exit).
     violations: Mutex<Vec<String>>,
     proc_snapshots: Option<Mutex<Vec<ProcSnapshot>>>,
@@ -435,37 +445,78 @@ impl Shared {
         self.start.elapsed().as_millis() as u64
     }
 
-    /// A fatal signal for the whole process: every thread stops before its next operation. An
-    /// OOM kill is logged, counted, and queued for the reaper.
-    fn kill_process(&self, task: &Task, kind: ExitKind) {
-        if task.killed.swap(true, Ordering::AcqRel) {
-            return;
+    /// A fatal signal for the whole process: every thread stops before its next operation.
+    fn signal_process(&self, task: &Task) {
+        task.killed.store(true, Ordering::Release);
+    }
+
+    /// `pagefault_out_of_memory` → `out_of_memory`, serialized by the OOM lock: if an earlier
+    /// victim is still exiting, wait for it (`oom_evaluate_task` aborts the scan); otherwise
+    /// pick the process with the highest `oom_badness` (ties to the later pid, as the scan
+    /// order does) and kill it (`oom_kill_process`): SIGKILL to its threads, the kernel log
+    /// line, `oom_kill` counted, the victim queued for the reaper. Returns the victim, or
+    /// `None` when the caller should just retry, or when nothing is killable.
+    fn out_of_memory(&self) -> OomDecision {
+        let _oom_lock = self.oom_lock.lock();
+        let spaces: Vec<(Pid, Arc<AddressSpace>)> = self
+            .spaces
+            .lock()
+            .iter()
+            .map(|(p, s)| (*p, s.clone()))
+            .collect();
+        let mut procs = self.procs.lock();
+        if procs
+            .values()
+            .any(|p| p.oom_victim && p.live_threads > 0 && !p.reaped.load(Ordering::Acquire))
+        {
+            return OomDecision::Wait;
         }
-        if kind != ExitKind::Killed {
-            return;
+        let total = self.oom_totalpages as i64;
+        let mut chosen: Option<(i64, Pid, Arc<AddressSpace>)> = None;
+        for (pid, space) in spaces {
+            let Some(p) = procs.get(&pid) else { continue };
+            if p.live_threads == 0 || p.exit.is_some() || p.oom_score_adj == -1000 {
+                continue;
+            }
+            if p.oom_victim {
+                continue;
+            }
+            let rss = space.rss();
+            let points = (rss.anon + rss.file + rss.shmem + rss.swap) as i64
+                + (space.mm().pgtables_bytes() / PAGE_SIZE as u64) as i64
+                + p.oom_score_adj as i64 * (total / 1000);
+            if chosen.as_ref().is_none_or(|c| points >= c.0) {
+                chosen = Some((points, pid, space));
+            }
         }
-        let (name, adj) = {
-            let procs = self.procs.lock();
-            let p = procs.get(&task.pid).expect("a task's process exists");
-            (p.name.clone(), p.oom_score_adj)
+        let Some((_, pid, space)) = chosen else {
+            return OomDecision::NoVictim;
         };
-        let rss = task.space.rss();
+        let p = procs.get_mut(&pid).expect("chosen from the table");
+        p.oom_victim = true;
+        p.killed.store(true, Ordering::Release);
+        if p.exit.is_none() {
+            p.exit = Some((ExitKind::Killed, Some("killed by the OOM killer".into())));
+        }
+        let (name, adj, reaped) = (p.name.clone(), p.oom_score_adj, p.reaped.clone());
+        drop(procs);
+        let rss = space.rss();
         let kill = OomKill {
-            pid: task.pid,
+            pid,
             name: name.clone(),
             oom_score_adj: adj,
-            total_vm_kb: task.space.core().total_vm() * 4,
+            total_vm_kb: space.core().total_vm() * 4,
             anon_rss_kb: rss.anon * 4,
             file_rss_kb: rss.file * 4,
             shmem_rss_kb: rss.shmem * 4,
-            pgtables_kb: task.space.mm().pgtables_bytes() >> 10,
+            pgtables_kb: space.mm().pgtables_bytes() >> 10,
             t_ms: self.now_ms(),
         };
         tracing::event!(
             name: "mark_victim",
             target: "mm_trace",
             tracing::Level::TRACE,
-            pid = task.pid.0,
+            pid = pid.0,
             comm = %name,
             total_vm = kill.total_vm_kb,
             anon_rss = kill.anon_rss_kb,
@@ -474,11 +525,23 @@ impl Shared {
         tracing::warn!(target: "mm_sim::oom", "{}", kill.kernel_line());
         self.oom_kills.lock().push(kill);
         self.reaper.send(ReaperMsg::Reap {
-            pid: task.pid,
+            pid,
             name,
-            space: task.space.clone(),
+            space,
+            reaped,
         });
+        OomDecision::Killed(pid)
     }
+}
+
+/// What the OOM killer did for a failed fault.
+enum OomDecision {
+    /// It killed this process.
+    Killed(Pid),
+    /// An earlier victim is still exiting: retry later.
+    Wait,
+    /// No process is killable (Linux panics; the machine ends the faulting process).
+    NoVictim,
 }
 
 fn errno(r: Result<(), Errno>) -> OpResult {
@@ -561,7 +624,7 @@ fn execute(shared: &Shared, ctx: &mut CpuCtx, task: &Task, op: Op) -> Result<Ste
                         let mut procs = shared.procs.lock();
                         let parent = procs.get(&task.pid).expect("the parent is alive");
                         let (name, adj) = (parent.name.clone(), parent.oom_score_adj);
-                        procs.insert(pid, new_proc(name, adj, 1, shared.now_ms()));
+                        procs.insert(pid, new_proc(name, adj, 1, shared.now_ms(), killed.clone()));
                     }
                     shared.spaces.lock().insert(pid, space.clone());
                     shared.enqueue(Task {
@@ -573,6 +636,7 @@ fn execute(shared: &Shared, ctx: &mut CpuCtx, task: &Task, op: Op) -> Result<Ste
                         killed,
                         io_done: None,
                         kobj,
+                        retry: None,
                     });
                     OpResult::Forked(pid)
                 }
@@ -649,8 +713,17 @@ fn finish_io(ctx: &mut CpuCtx, task: &Task, wait: IoWait, done: IoDone) -> Resul
     })
 }
 
-fn new_proc(name: String, oom_score_adj: i32, threads: usize, start_ms: u64) -> Proc {
+fn new_proc(
+    name: String,
+    oom_score_adj: i32,
+    threads: usize,
+    start_ms: u64,
+    killed: Arc<AtomicBool>,
+) -> Proc {
     Proc {
+        killed,
+        oom_victim: false,
+        reaped: Arc::new(AtomicBool::new(false)),
         start_ms,
         end_ms: start_ms,
         name,
@@ -805,10 +878,24 @@ fn run_quantum(shared: &Shared, ctx: &mut CpuCtx, task: &mut Task) -> QuantumEnd
         if task.killed.load(Ordering::Acquire) {
             return QuantumEnd::Exit(None);
         }
-        let Some(op) = task.workload.next(task.last, &env) else {
+        let next = match task.retry.take() {
+            Some(op) => Some(op),
+            None => task.workload.next(task.last, &env),
+        };
+        let Some(op) = next else {
             return QuantumEnd::Exit(None);
         };
         let yield_now = matches!(op, Op::Yield);
+        // An access the OOM killer may make room for is retried, as a faulting task returns
+        // to user space and faults again.
+        let retry = match &op {
+            Op::Load { addr } => Some(Op::Load { addr: *addr }),
+            Op::Store { addr, value } => Some(Op::Store {
+                addr: *addr,
+                value: *value,
+            }),
+            _ => None,
+        };
         match execute(shared, ctx, task, op) {
             Ok(Step::Done(r)) => task.last = r,
             Ok(Step::Io {
@@ -824,8 +911,24 @@ fn run_quantum(shared: &Shared, ctx: &mut CpuCtx, task: &mut Task) -> QuantumEnd
                     wait,
                 }
             }
+            Err(f) if f.0 == ExitKind::Killed => {
+                // VM_FAULT_OOM: pagefault_out_of_memory.
+                match shared.out_of_memory() {
+                    OomDecision::Killed(victim) if victim == task.pid => {
+                        return QuantumEnd::Exit(None)
+                    }
+                    OomDecision::Killed(_) | OomDecision::Wait if retry.is_some() => {
+                        task.retry = retry;
+                        return QuantumEnd::Preempted;
+                    }
+                    _ => {
+                        shared.signal_process(task);
+                        return QuantumEnd::Exit(Some(f));
+                    }
+                }
+            }
             Err(f) => {
-                shared.kill_process(task, f.0);
+                shared.signal_process(task);
                 return QuantumEnd::Exit(Some(f));
             }
         }
@@ -1018,6 +1121,7 @@ impl Machine {
             io: io_box.clone(),
             reaper: reaper_box.clone(),
             oom_kills: Mutex::new(Vec::new()),
+            oom_lock: Mutex::new(()),
             violations: Mutex::new(Vec::new()),
             proc_snapshots: opts.proc_snapshots.then(|| Mutex::new(Vec::new())),
             oom_totalpages: self.buddy().totalram_pages(),
@@ -1324,6 +1428,7 @@ impl Machine {
                 p.oom_score_adj,
                 p.threads.len(),
                 shared.now_ms(),
+                killed.clone(),
             ),
         );
         let mut started = 0;
@@ -1351,6 +1456,7 @@ impl Machine {
                 killed: killed.clone(),
                 io_done: None,
                 kobj,
+                retry: None,
             });
             started += 1;
         }

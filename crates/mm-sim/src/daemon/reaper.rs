@@ -10,6 +10,7 @@
 //! `MADV_DONTNEED`; Linux 6.x reaps them too).
 
 use super::{Actor, ActorStatus, Flow};
+use mm_sync::sync::atomic::{AtomicBool, Ordering};
 use mm_sync::sync::Arc;
 use mm_types::Pid;
 use mm_vma::{AddressSpace, CpuCtx, VmFlags};
@@ -30,6 +31,8 @@ pub enum ReaperMsg {
         name: String,
         /// Its address space.
         space: Arc<AddressSpace>,
+        /// Set once the reaper is done with it (`MMF_OOM_SKIP`).
+        reaped: Arc<AtomicBool>,
     },
     /// End of the run.
     Shutdown,
@@ -55,7 +58,7 @@ pub struct ReaperStats {
 pub(crate) struct Reaper {
     ctx: CpuCtx,
     delay: Duration,
-    queue: VecDeque<(Instant, Pid, String, Arc<AddressSpace>)>,
+    queue: VecDeque<(Instant, Pid, String, Arc<AddressSpace>, Arc<AtomicBool>)>,
     pub(crate) stats: ReaperStats,
 }
 
@@ -119,7 +122,12 @@ impl Actor for Reaper {
         match msg {
             // Victims still queued at the end of the run have been torn down with it.
             ReaperMsg::Shutdown => Flow::Stop,
-            ReaperMsg::Reap { pid, name, space } => {
+            ReaperMsg::Reap {
+                pid,
+                name,
+                space,
+                reaped,
+            } => {
                 self.stats.queued += 1;
                 tracing::event!(
                     name: "wake_reaper",
@@ -128,7 +136,7 @@ impl Actor for Reaper {
                     pid = pid.0,
                 );
                 self.queue
-                    .push_back((Instant::now() + self.delay, pid, name, space));
+                    .push_back((Instant::now() + self.delay, pid, name, space, reaped));
                 Flow::Continue
             }
         }
@@ -140,8 +148,9 @@ impl Actor for Reaper {
 
     fn tick(&mut self, status: &ActorStatus) {
         while self.queue.front().is_some_and(|q| q.0 <= Instant::now()) {
-            let (_, pid, name, space) = self.queue.pop_front().expect("front exists");
+            let (_, pid, name, space, reaped) = self.queue.pop_front().expect("front exists");
             self.reap(pid, &name, &space, status);
+            reaped.store(true, Ordering::Release);
         }
     }
 }

@@ -529,3 +529,100 @@ fn every_task_has_a_task_struct_in_simulated_ram() {
         "every task_struct is freed"
     );
 }
+
+/// Maps and touches `pages`, then keeps reading them until `stop` is set.
+struct Holder {
+    hog: Hog,
+    read: u64,
+    stop: Arc<AtomicBool>,
+    done: Option<Arc<AtomicBool>>,
+}
+
+impl Workload for Holder {
+    fn next(&mut self, last: OpResult, env: &WorkloadEnv) -> Option<Op> {
+        if let Some(op) = self.hog.next(last, env) {
+            return Some(op);
+        }
+        if self.stop.load(Ordering::SeqCst) {
+            if let Some(d) = &self.done {
+                d.store(true, Ordering::SeqCst);
+            }
+            return None;
+        }
+        let base = self.hog.base.expect("mapped");
+        self.read = (self.read + 1) % self.hog.pages;
+        Some(Op::Load {
+            addr: VirtAddr(base.0 + self.read * PAGE),
+        })
+    }
+}
+
+/// Touches `pages`, then sets `done`.
+struct Grower {
+    hog: Hog,
+    done: Arc<AtomicBool>,
+}
+
+impl Workload for Grower {
+    fn next(&mut self, last: OpResult, env: &WorkloadEnv) -> Option<Op> {
+        let op = self.hog.next(last, env);
+        if op.is_none() {
+            self.done.store(true, Ordering::SeqCst);
+        }
+        op
+    }
+}
+
+#[test]
+fn the_oom_killer_picks_the_largest_killable_process_not_the_one_that_faulted() {
+    let mut cfg = small(2, 64);
+    cfg.sysctl.overcommit_memory = 1;
+    let mut m = Machine::boot(&cfg).unwrap();
+    let free = m.buddy().nr_free_pages();
+    let grown = Arc::new(AtomicBool::new(false));
+    let holder = |pages, done| -> Box<dyn Workload> {
+        Box::new(Holder {
+            hog: Hog {
+                pages,
+                next: 0,
+                base: None,
+            },
+            read: 0,
+            stop: grown.clone(),
+            done,
+        })
+    };
+    let mut big = plan("big", vec![holder(free * 45 / 100, None)]);
+    big.oom_score_adj = 0;
+    // Larger than the grower will get, but unkillable.
+    let mut shielded = plan("shielded", vec![holder(free * 25 / 100, None)]);
+    shielded.oom_score_adj = -1000;
+    let mut grower = plan(
+        "grower",
+        vec![Box::new(Grower {
+            hog: Hog {
+                pages: free * 40 / 100,
+                next: 0,
+                base: None,
+            },
+            done: grown.clone(),
+        })],
+    );
+    grower.start_after = Duration::from_millis(150);
+    let r = m
+        .run(
+            vec![big, shielded, grower],
+            &RunOpts {
+                deadline: Some(Duration::from_secs(20)),
+                ..RunOpts::default()
+            },
+        )
+        .unwrap();
+    let exit = |n: &str| r.processes.iter().find(|p| p.name == n).unwrap().exit;
+    assert_eq!(exit("big"), ExitKind::Killed, "{:?}", r.processes);
+    assert_eq!(exit("shielded"), ExitKind::Ok, "{:?}", r.processes);
+    assert_eq!(exit("grower"), ExitKind::Ok, "{:?}", r.processes);
+    assert_eq!(r.oom_kills.len(), 1, "{:?}", r.oom_kills);
+    assert_eq!(r.oom_kills[0].name, "big");
+    assert_eq!(r.integrity.corruptions, 0);
+}
