@@ -53,12 +53,22 @@ pub struct ReaperStats {
     pub pages_after: u64,
 }
 
+/// A victim waiting for its delay to pass.
+#[derive(Debug)]
+struct Queued {
+    due: Instant,
+    pid: Pid,
+    name: String,
+    space: Arc<AddressSpace>,
+    reaped: Arc<AtomicBool>,
+}
+
 /// The reaper actor. It edits page tables from a daemon context, like a kernel thread.
 #[derive(Debug)]
 pub(crate) struct Reaper {
     ctx: CpuCtx,
     delay: Duration,
-    queue: VecDeque<(Instant, Pid, String, Arc<AddressSpace>, Arc<AtomicBool>)>,
+    queue: VecDeque<Queued>,
     pub(crate) stats: ReaperStats,
 }
 
@@ -135,22 +145,27 @@ impl Actor for Reaper {
                     tracing::Level::TRACE,
                     pid = pid.0,
                 );
-                self.queue
-                    .push_back((Instant::now() + self.delay, pid, name, space, reaped));
+                self.queue.push_back(Queued {
+                    due: Instant::now() + self.delay,
+                    pid,
+                    name,
+                    space,
+                    reaped,
+                });
                 Flow::Continue
             }
         }
     }
 
     fn deadline(&self) -> Option<Instant> {
-        self.queue.front().map(|q| q.0)
+        self.queue.front().map(|q| q.due)
     }
 
     fn tick(&mut self, status: &ActorStatus) {
-        while self.queue.front().is_some_and(|q| q.0 <= Instant::now()) {
-            let (_, pid, name, space, reaped) = self.queue.pop_front().expect("front exists");
-            self.reap(pid, &name, &space, status);
-            reaped.store(true, Ordering::Release);
+        while self.queue.front().is_some_and(|q| q.due <= Instant::now()) {
+            let q = self.queue.pop_front().expect("front exists");
+            self.reap(q.pid, &q.name, &q.space, status);
+            q.reaped.store(true, Ordering::Release);
         }
     }
 }
