@@ -117,7 +117,7 @@ fn scenario_errors_exit_2_with_one_line_naming_the_place() {
     for (args, expect) in [
         (
             &["run", "nope"][..],
-            "mmsim: unknown scenario 'nope' (not a file; built-ins: default, boot-sample, fork-cow, page-fault-scale)\n",
+            "mmsim: unknown scenario 'nope' (not a file; built-ins: default, boot-sample, fork-cow, page-fault-scale, oom)\n",
         ),
         (
             &["boot", "--set", "machine.memory=12%", "--proc", "meminfo"][..],
@@ -130,7 +130,7 @@ fn scenario_errors_exit_2_with_one_line_naming_the_place() {
         ),
         (
             &["show", "nope"][..],
-            "mmsim: unknown built-in scenario 'nope' (built-ins: default, boot-sample, fork-cow, page-fault-scale)\n",
+            "mmsim: unknown built-in scenario 'nope' (built-ins: default, boot-sample, fork-cow, page-fault-scale, oom)\n",
         ),
     ] {
         assert_eq!(run(args), (2, String::new(), expect.to_owned()), "{args:?}");
@@ -151,7 +151,7 @@ fn scenarios_lists_every_builtin_and_show_prints_its_toml() {
         let summary = mm_scenario::summary(text).unwrap();
         assert_eq!(line, format!("{name:<width$}  {summary}"));
     }
-    assert!(out.starts_with("default           A mixed load on a 4 GiB, 2-CPU machine"));
+    assert!(out.starts_with("default           Memory pressure on a 1 GiB, 2-CPU machine"));
     assert_eq!(out.lines().count(), mm_scenario::builtins().len());
     for (name, text) in mm_scenario::builtins() {
         assert_eq!(run(&["show", name]), (0, (*text).to_owned(), String::new()));
@@ -245,7 +245,7 @@ fn free_rejects_meminfo_missing_a_field_or_malformed() {
 #[test]
 fn describe_names_the_scenario_and_its_machine() {
     let s = mm_scenario::load_named("default", &[]).unwrap();
-    assert_eq!(describe(&s, "default"), "scenario default: 2 CPUs, 4 GiB");
+    assert_eq!(describe(&s, "default"), "scenario default: 2 CPUs, 1 GiB");
     let one = mm_scenario::parse_str("[machine]\ncpus = 1\nmemory = \"16M\"\n", "x.toml").unwrap();
     assert_eq!(describe(&one, "x.toml"), "scenario x.toml: 1 CPU, 16 MiB");
 }

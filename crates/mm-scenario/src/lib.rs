@@ -94,6 +94,7 @@ static BUILTINS: &[(&str, &str)] = &[
         "page-fault-scale",
         include_str!("../builtins/page-fault-scale.toml"),
     ),
+    ("oom", include_str!("../builtins/oom.toml")),
 ];
 
 /// Returns the built-in scenarios as (name, TOML text), `default` first.

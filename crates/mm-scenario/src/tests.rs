@@ -408,7 +408,7 @@ fn builtins_parse_and_boot_sample_is_the_host_geometry() {
 
     let default = load_named("default", &[]).unwrap();
     assert_eq!(default.machine.cpus, 2);
-    assert_eq!(default.machine.memory_bytes, 4 * GIB);
+    assert_eq!(default.machine.memory_bytes, GIB);
     assert_eq!(default.machine.zones, None);
     assert_eq!(default.machine.sysctl, Sysctl::default());
 
@@ -577,7 +577,7 @@ fn loading_reports_unknown_names_and_unreadable_files() {
     let e = load_named("no-such-scenario", &[]).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "unknown scenario 'no-such-scenario' (not a file; built-ins: default, boot-sample, fork-cow, page-fault-scale)"
+        "unknown scenario 'no-such-scenario' (not a file; built-ins: default, boot-sample, fork-cow, page-fault-scale, oom)"
     );
     let missing = testdata("missing.toml");
     let e = load(&missing, &[]).unwrap_err();
@@ -627,7 +627,7 @@ fn summary_prefers_the_description_then_the_first_comment() {
     assert_eq!(summary("[machine]\n"), None);
     assert_eq!(
         summary(builtin("default").unwrap()).as_deref(),
-        Some("A mixed load on a 4 GiB, 2-CPU machine: a zipf anonymous working set, malloc churn and a fork/COW worker")
+        Some("Memory pressure on a 1 GiB, 2-CPU machine: an anonymous hog grows past what is free, kswapd wakes, the OOM killer picks the hog; malloc churn and a fork/COW worker finish")
     );
 }
 

@@ -376,6 +376,8 @@ struct Proc {
     killed: Arc<AtomicBool>,
     /// Chosen by the OOM killer.
     oom_victim: bool,
+    /// Its address space is torn down (`exit_mmap` done, which sets `MMF_OOM_SKIP`).
+    mm_gone: bool,
     /// The reaper has dealt with it (`MMF_OOM_SKIP`): the OOM killer may pick another.
     reaped: Arc<AtomicBool>,
     exit: Option<(ExitKind, Option<String>)>,
@@ -467,7 +469,7 @@ impl Shared {
         let mut procs = self.procs.lock();
         if procs
             .values()
-            .any(|p| p.oom_victim && p.live_threads > 0 && !p.reaped.load(Ordering::Acquire))
+            .any(|p| p.oom_victim && !p.mm_gone && !p.reaped.load(Ordering::Acquire))
         {
             return OomDecision::Wait;
         }
@@ -723,6 +725,7 @@ fn new_proc(
     Proc {
         killed,
         oom_victim: false,
+        mm_gone: false,
         reaped: Arc::new(AtomicBool::new(false)),
         start_ms,
         end_ms: start_ms,
@@ -836,6 +839,7 @@ fn thread_exit(shared: &Shared, ctx: &mut CpuCtx, task: Task, how: Option<Fatal>
         let mut procs = shared.procs.lock();
         let p = procs.get_mut(&task.pid).expect("a task's process exists");
         p.faults = (min, maj);
+        p.mm_gone = true;
         p.end_ms = shared.now_ms();
         p.hwm_kb = hwm_kb;
         p.swap_kb = swap_kb;
