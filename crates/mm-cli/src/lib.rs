@@ -33,7 +33,6 @@ mod machine;
 mod out;
 #[cfg(all(test, not(mm_loom)))]
 mod tests;
-mod trace;
 
 use std::ffi::OsString;
 use std::fmt;
@@ -193,10 +192,10 @@ pub fn execute(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
             trace: trace_path,
         } => {
             let loaded = scenario.load()?;
-            trace::install(false);
+            mm_sim::trace::install(false);
             let trace_file = match trace_path {
                 Some(p) => Some(
-                    trace::TraceFile::create(p)
+                    mm_sim::trace::TraceFile::create(p)
                         .with_context(|| format!("cannot create the trace file {p}"))
                         .map_err(Failure::Usage)?,
                 ),

@@ -8,21 +8,36 @@
 //!   ([`mm_buddy::Buddy`]) and the slab ([`mm_slab::SlabAllocator`], with the kernel's boot and
 //!   standard caches) booted from the configuration, with zones derived from the memory size
 //!   when the configuration does not list them;
-//! - the `/proc` renderers ([`ProcFile`]): `meminfo`, `zoneinfo`, `buddyinfo`, `vmstat` and
-//!   `slabinfo`, in Linux 6.18's exact text formats, so procps tools read a snapshot directory.
-//!
-//! Later issues add the CPU and daemon actors, processes, the sampler, the invariant checker
-//! and the watchdog here; the allocator's slow path ([`mm_buddy::SlowPath`]) is where kswapd,
-//! direct reclaim and the OOM killer will plug in.
+//! - the `/proc` renderers ([`ProcFile`]): `meminfo`, `zoneinfo`, `buddyinfo`, `vmstat`,
+//!   `slabinfo` and `swaps`, in Linux 6.18's exact text formats, so procps tools read a
+//!   snapshot directory; per-process files at exit ([`ProcSnapshot`], [`oom_score`]);
+//! - [`Machine::run`]: the CPU actors (one thread per simulated CPU, running tasks one quantum
+//!   at a time, answering IPIs between quanta and while idle), processes and tasks (fork,
+//!   exit, affinity, a `task_struct` each), the syscall surface of [`workload::Op`], the
+//!   `pagefault_out_of_memory` path (victim by `oom_badness`), the invariant checker and the
+//!   watchdog;
+//! - the daemon actors (`daemon/`): kswapd ([`KswapdMsg`], woken through the allocator's
+//!   [`mm_buddy::SlowPath`]), the flusher ([`FlusherMsg`]), the OOM reaper ([`ReaperMsg`]),
+//!   the I/O engine ([`IoMsg`]) and the sampler ([`SamplerMsg`]); LRU reclaim and the page
+//!   cache plug into them through [`NodeReclaim`] and [`Writeback`];
+//! - [`trace`]: `RUST_LOG` logging and the `--trace` JSON-lines sink for the tracepoint events.
 //!
 //! # Invariants
 //! - Only this crate spawns threads and owns time and the seed.
 //! - Every `/proc` view is rendered from one snapshot of the subsystems' counters; a view never
 //!   invents a number the simulation does not have (unknown counters print 0).
+//! - Every thread of a run is joined before [`Machine::run`] returns, except CPUs found
+//!   deadlocked after a watchdog stall (reported, and the machine cannot run again).
+//! - Every page a run used comes back: after a run, free + pcp + slab pages (once the caches
+//!   are shrunk) equal the boot count; every `task_struct` is freed with its task.
 //!
 //! # Locking protocol
-//! The machine adds no locks of its own yet. Rendering takes the allocator's locks through
-//! its snapshot functions (pcp locks, then zone locks).
+//! Run queues and the process table are leaf mutexes, never held while a task runs an
+//! operation. `oom_lock` serializes OOM decisions and is taken with no other lock held. A CPU
+//! thread takes address-space locks only as a CPU (answering IPIs while it waits), never with
+//! the `_nocpu` readers. Daemons talk to the rest through mailboxes; the kswapd wake-up from
+//! the allocator is two atomics and a send, safe under any allocator caller. Rendering takes
+//! the allocator's locks through its snapshot functions (pcp locks, then zone locks).
 #![deny(unsafe_code)]
 
 mod config;
@@ -30,6 +45,7 @@ mod daemon;
 mod error;
 mod procfs;
 mod run;
+pub mod trace;
 pub mod workload;
 
 pub use daemon::flusher::{FlusherMsg, FlusherStats, WbReason, Writeback};

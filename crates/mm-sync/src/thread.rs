@@ -9,6 +9,6 @@ pub use shuttle::thread::{spawn, yield_now, JoinHandle};
 pub use std::thread::panicking;
 #[cfg(all(not(mm_loom), not(feature = "shuttle")))]
 pub use std::thread::{
-    available_parallelism, scope, sleep, spawn, yield_now, Builder, JoinHandle, Scope,
+    available_parallelism, current, scope, sleep, spawn, yield_now, Builder, JoinHandle, Scope,
     ScopedJoinHandle,
 };

@@ -3,7 +3,9 @@
 //! `mm_trace`) as JSON lines, one event per line, named after the Linux tracepoint.
 //!
 //! One global subscriber serves the process: it is installed the first time a run asks for
-//! logs or a trace, and a run's trace file is attached to it for the length of the run.
+//! logs or a trace, and a run's trace file is attached to it for the length of the run. The
+//! command line calls [`install`] and [`TraceFile::create`]; the machine's crates emit the
+//! events with `tracing::event!(name: "<tracepoint>", target: "mm_trace", …)`.
 
 use mm_sync::sync::Mutex;
 use mm_sync::untracked::OnceLock;
@@ -17,7 +19,7 @@ use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::{filter, EnvFilter, Layer};
 
 /// The events written to a trace file.
-pub(crate) const TRACE_TARGET: &str = "mm_trace";
+pub const TRACE_TARGET: &str = "mm_trace";
 
 struct Sink {
     out: BufWriter<File>,
@@ -34,7 +36,7 @@ fn sink() -> &'static Mutex<Option<Sink>> {
 static INSTALLED: OnceLock<()> = OnceLock::new();
 
 /// Installs the global subscriber if `RUST_LOG` is set or a trace is wanted (once).
-pub(crate) fn install(want_trace: bool) {
+pub fn install(want_trace: bool) {
     let log_filter = EnvFilter::try_from_default_env().ok();
     if log_filter.is_none() && !want_trace {
         return;
@@ -55,13 +57,13 @@ pub(crate) fn install(want_trace: bool) {
 
 /// A trace file attached for one run; dropping it detaches and flushes it.
 #[derive(Debug)]
-pub(crate) struct TraceFile {
+pub struct TraceFile {
     path: String,
 }
 
 impl TraceFile {
     /// Creates `path` and attaches it.
-    pub(crate) fn create(path: &str) -> std::io::Result<TraceFile> {
+    pub fn create(path: &str) -> std::io::Result<TraceFile> {
         let file = File::create(path)?;
         install(true);
         *sink().lock() = Some(Sink {
@@ -76,7 +78,7 @@ impl TraceFile {
     }
 
     /// Detaches the file and flushes it; returns the number of events written.
-    pub(crate) fn finish(self) -> std::io::Result<u64> {
+    pub fn finish(self) -> std::io::Result<u64> {
         let sink = sink().lock().take();
         let Some(mut sink) = sink else {
             return Ok(0);
@@ -89,7 +91,7 @@ impl TraceFile {
     }
 
     /// The file's path.
-    pub(crate) fn path(&self) -> &str {
+    pub fn path(&self) -> &str {
         &self.path
     }
 }
@@ -135,7 +137,7 @@ impl<S: Subscriber> Layer<S> for JsonLines {
         fields
             .0
             .insert("event".into(), event.metadata().name().into());
-        let thread = std::thread::current();
+        let thread = mm_sync::thread::current();
         fields
             .0
             .insert("thread".into(), thread.name().unwrap_or("?").into());
