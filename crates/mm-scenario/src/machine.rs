@@ -23,6 +23,8 @@ pub(crate) const DMA32_END_PFN: u64 = 1 << 20;
 const DISK_LATENCY_US: Bounds = Bounds::Range(0, 10_000_000);
 /// `machine.disk.mib_per_s`: 1 MiB/s to 1 TiB/s.
 const DISK_MIB_PER_S: Bounds = Bounds::Range(1, 1 << 20);
+/// `machine.cost.*`: simulated cycles.
+const CYCLES: Bounds = Bounds::Range(0, 1_000_000);
 /// A pfn or page count: non-negative.
 const PAGES: Bounds = Bounds::Range(0, i64::MAX);
 
@@ -35,6 +37,7 @@ pub(crate) struct Machine {
     pub(crate) memory_bytes: u64,
     pub(crate) zones: Option<Vec<ZoneSpec>>,
     pub(crate) disk: mm_sim::DiskSpec,
+    pub(crate) cost: mm_sim::CostModel,
 }
 
 impl Machine {
@@ -46,13 +49,14 @@ impl Machine {
             zones: self.zones,
             sysctl,
             disk: self.disk,
+            cost: self.cost,
         }
     }
 }
 
 /// Reads and validates `[machine]`.
 pub(crate) fn read(machine: &Table<'_, '_>) -> Result<Machine, ScenarioError> {
-    machine.deny_unknown(&["cpus", "memory", "zone", "disk"])?;
+    machine.deny_unknown(&["cpus", "memory", "zone", "disk", "cost"])?;
     let cpus = machine.require_int("cpus", CPUS)?;
     let memory = read_memory(machine)?;
     let zones = match machine.tables("zone")? {
@@ -69,12 +73,27 @@ pub(crate) fn read(machine: &Table<'_, '_>) -> Result<Machine, ScenarioError> {
             disk.mib_per_s = v.unsigned_abs();
         }
     }
+    let mut cost = mm_sim::CostModel::modern_x86();
+    if let Some(t) = machine.table("cost")? {
+        t.deny_unknown(&["l1_hit", "l2_hit", "walk_ref", "fault"])?;
+        for (key, slot) in [
+            ("l1_hit", &mut cost.l1_hit),
+            ("l2_hit", &mut cost.l2_hit),
+            ("walk_ref", &mut cost.walk_ref),
+            ("fault", &mut cost.fault),
+        ] {
+            if let Some(v) = t.int(key, CYCLES)? {
+                *slot = v.unsigned_abs();
+            }
+        }
+    }
     Ok(Machine {
         // In range 1..=256, checked above.
         cpus: u32::try_from(*cpus.get_ref()).unwrap_or(u32::MAX),
         memory_bytes: *memory.get_ref(),
         zones,
         disk,
+        cost,
     })
 }
 

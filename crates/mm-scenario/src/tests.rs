@@ -186,6 +186,13 @@ fn malformed_scenarios_name_the_place_and_the_problem() {
          "t.toml:5:23: sysctl.vm.overcommit_ratio = -1 is out of range 0..=2147483647"),
         (with(&["[sysctl]", "vm.watermark_boost_factor = -1"]), &[],
          "t.toml:5:29: sysctl.vm.watermark_boost_factor = -1 is out of range 0..=2147483647"),
+        // The cost model and the disk.
+        (with(&["[machine.cost]", "l1_hit = -1"]), &[],
+         "t.toml:5:10: machine.cost.l1_hit = -1 is out of range 0..=1000000"),
+        (with(&["[machine.disk]", "speed = 3"]), &[],
+         "t.toml:5:1: unknown key `speed` in [machine.disk]"),
+        (with(&["[machine.disk]", "mib_per_s = 0"]), &[],
+         "t.toml:5:13: machine.disk.mib_per_s = 0 is out of range 1..=1048576"),
         // Overrides.
         (MACHINE.to_vec(), &["machine.swap=1GiB"],
          "--set machine.swap=1GiB: unknown key `swap` in [machine]"),
@@ -645,4 +652,20 @@ fn set_reaches_into_arrays_of_tables() {
     assert_eq!(s.processes[0].count, 3);
     assert_eq!(s.processes[0].name, "grower");
     assert_eq!(s.processes[0].phases.len(), 1);
+}
+
+#[test]
+fn the_cost_model_and_the_disk_are_read_and_overridable() {
+    let sets = owned(&["machine.cost.walk_ref=40", "machine.disk.latency_us=2500"]);
+    let s = parse_with_overrides(&text(MACHINE), "t.toml", &sets).unwrap();
+    assert_eq!(s.machine.cost.walk_ref, 40);
+    assert_eq!(
+        s.machine.cost.l1_hit,
+        mm_sim::CostModel::modern_x86().l1_hit
+    );
+    assert_eq!(s.machine.disk.latency_us, 2500);
+    assert_eq!(
+        s.machine.disk.mib_per_s,
+        mm_sim::DiskSpec::default().mib_per_s
+    );
 }

@@ -16,6 +16,8 @@ pub struct MachineConfig {
     pub sysctl: Sysctl,
     /// The block device the I/O engine simulates.
     pub disk: crate::DiskSpec,
+    /// The MMU's cycle costs (`[machine.cost]`), for the AMAT the run reports.
+    pub cost: mm_mmu::CostModel,
 }
 
 /// One zone of an explicit geometry, as `/proc/zoneinfo` reports it.

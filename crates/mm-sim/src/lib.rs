@@ -62,6 +62,7 @@ pub use run::{
 
 pub use config::{MachineConfig, Sysctl, ZoneSpec};
 pub use error::BootError;
+pub use mm_mmu::CostModel;
 pub use procfs::ProcFile;
 
 use mm_buddy::{Buddy, BuddyConfig, ZoneConfig};
@@ -157,8 +158,10 @@ impl Machine {
         }));
         let buddy = Arc::new(buddy);
         let slab = Arc::new(SlabAllocator::new(buddy.clone())?);
-        let (mmu, mmu_cpus) = Mmu::new(MmuConfig::x86_64(config.cpus), buddy.clone())
-            .map_err(|e| BootError::Config(e.to_string()))?;
+        let mut mmu_config = MmuConfig::x86_64(config.cpus);
+        mmu_config.costs = config.cost;
+        let (mmu, mmu_cpus) =
+            Mmu::new(mmu_config, buddy.clone()).map_err(|e| BootError::Config(e.to_string()))?;
         let mut vmcfg = VmConfig::linux_default();
         vmcfg.overcommit_ratio = config.sysctl.overcommit_ratio as u64;
         vmcfg.overcommit = match config.sysctl.overcommit_memory {

@@ -32,7 +32,9 @@ use mm_sync::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use mm_sync::sync::{Arc, Mutex};
 use mm_types::{CpuId, Errno, Gfp, PhysAddr, Pid, VirtAddr, PAGE_SIZE};
 
-use mm_vma::{AccessError, AddressSpace, CpuCtx, Layout, MapFlags, ProtFlags, Signal, VmEvents};
+use mm_vma::{
+    AccessError, AddressSpace, CpuCtx, Layout, MapFlags, MremapFlags, ProtFlags, Signal, VmEvents,
+};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -600,6 +602,20 @@ fn execute(shared: &Shared, ctx: &mut CpuCtx, task: &Task, op: Op) -> Result<Ste
             }
         }
         Op::Munmap { addr, len } => errno(s.munmap(ctx, addr, len)),
+        Op::Mremap {
+            addr,
+            old_len,
+            new_len,
+            flags,
+            new_addr,
+        } => match MremapFlags::from_bits(flags) {
+            // Unknown bits: EINVAL, as do_mremap checks first.
+            None => OpResult::Err(Errno::Einval),
+            Some(f) => match s.mremap(ctx, addr, old_len, new_len, f, new_addr) {
+                Ok(a) => OpResult::Addr(a),
+                Err(e) => OpResult::Err(e),
+            },
+        },
         Op::Mprotect { addr, len, prot } => {
             errno(s.mprotect(ctx, addr, len, ProtFlags::from_bits_truncate(prot)))
         }

@@ -9,6 +9,7 @@ fn config(memory_bytes: u64) -> MachineConfig {
         zones: None,
         sysctl: Sysctl::default(),
         disk: crate::DiskSpec::default(),
+        cost: mm_mmu::CostModel::modern_x86(),
     }
 }
 

@@ -27,6 +27,10 @@ pub const MAP_NORESERVE: u32 = 0x4000;
 pub const MAP_POPULATE: u32 = 0x8000;
 /// `MAP_FIXED_NOREPLACE`.
 pub const MAP_FIXED_NOREPLACE: u32 = 0x10_0000;
+/// `MREMAP_MAYMOVE`.
+pub const MREMAP_MAYMOVE: u32 = 1;
+/// `MREMAP_FIXED`.
+pub const MREMAP_FIXED: u32 = 2;
 /// `MADV_DONTNEED`.
 pub const MADV_DONTNEED: i32 = 4;
 /// `MADV_FREE`.
@@ -54,6 +58,19 @@ pub enum Op {
         addr: VirtAddr,
         /// Length in bytes.
         len: u64,
+    },
+    /// `mremap(addr, old_len, new_len, flags, new_addr)`; the result is [`OpResult::Addr`].
+    Mremap {
+        /// The mapping's start.
+        addr: VirtAddr,
+        /// Its length.
+        old_len: u64,
+        /// The new length.
+        new_len: u64,
+        /// `MREMAP_*` bits.
+        flags: u32,
+        /// The target of `MREMAP_FIXED`.
+        new_addr: VirtAddr,
     },
     /// `mprotect(addr, len, prot)`.
     Mprotect {
@@ -140,6 +157,16 @@ impl fmt::Debug for Op {
             } => write!(f, "mmap({addr:?}, {len}, {prot:#x}, {flags:#x})"),
             Op::Munmap { addr, len } => write!(f, "munmap({addr}, {len})"),
             Op::Mprotect { addr, len, prot } => write!(f, "mprotect({addr}, {len}, {prot:#x})"),
+            Op::Mremap {
+                addr,
+                old_len,
+                new_len,
+                flags,
+                new_addr,
+            } => write!(
+                f,
+                "mremap({addr}, {old_len}, {new_len}, {flags:#x}, {new_addr})"
+            ),
             Op::Madvise { addr, len, advice } => write!(f, "madvise({addr}, {len}, {advice})"),
             Op::Brk { addr } => write!(f, "brk({addr:?})"),
             Op::Load { addr } => write!(f, "load({addr})"),

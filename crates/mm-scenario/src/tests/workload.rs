@@ -146,8 +146,8 @@ fn execute(procs: Vec<Vec<Box<dyn Workload>>>, mut tamper: Option<Tamper>, cow_b
                         ("fork", OpResult::Forked(Pid(next_pid)))
                     }
                     Op::Yield => ("yield", OpResult::Ok),
-                    Op::FileRead { .. } | Op::FileWrite { .. } => {
-                        panic!("no anonymous-memory workload issues file I/O: {op:?}")
+                    Op::FileRead { .. } | Op::FileWrite { .. } | Op::Mremap { .. } => {
+                        panic!("no scenario workload issues file I/O or mremap: {op:?}")
                     }
                 };
                 *run.counts.entry(name).or_default() += 1;

@@ -626,3 +626,92 @@ fn the_oom_killer_picks_the_largest_killable_process_not_the_one_that_faulted() 
     assert_eq!(r.oom_kills[0].name, "big");
     assert_eq!(r.integrity.corruptions, 0);
 }
+
+#[test]
+fn mremap_moves_a_mapping_with_its_data() {
+    struct Mover {
+        step: u8,
+        old: VirtAddr,
+        new: VirtAddr,
+    }
+    impl Workload for Mover {
+        fn next(&mut self, last: OpResult, _: &WorkloadEnv) -> Option<Op> {
+            self.step += 1;
+            Some(match self.step {
+                1 => Op::Mmap {
+                    addr: None,
+                    len: 4 * PAGE,
+                    prot: PROT_READ | PROT_WRITE,
+                    flags: MAP_PRIVATE | MAP_ANONYMOUS,
+                },
+                2 => {
+                    let OpResult::Addr(a) = last else {
+                        panic!("{last:?}")
+                    };
+                    self.old = a;
+                    Op::Store {
+                        addr: VirtAddr(a.0 + 3 * PAGE + 8),
+                        value: 0x5eed,
+                    }
+                }
+                // Unknown flag bits.
+                3 => Op::Mremap {
+                    addr: self.old,
+                    old_len: 4 * PAGE,
+                    new_len: 8 * PAGE,
+                    flags: 0x80,
+                    new_addr: VirtAddr(0),
+                },
+                4 => {
+                    assert_eq!(last, OpResult::Err(Errno::Einval));
+                    Op::Mremap {
+                        addr: self.old,
+                        old_len: 4 * PAGE,
+                        new_len: 64 * PAGE,
+                        flags: MREMAP_MAYMOVE,
+                        new_addr: VirtAddr(0),
+                    }
+                }
+                5 => {
+                    let OpResult::Addr(a) = last else {
+                        panic!("{last:?}")
+                    };
+                    self.new = a;
+                    Op::Load {
+                        addr: VirtAddr(a.0 + 3 * PAGE + 8),
+                    }
+                }
+                6 => {
+                    assert_eq!(
+                        last,
+                        OpResult::Value(0x5eed),
+                        "the data moved with the mapping"
+                    );
+                    // The grown tail is fresh zero-fill memory.
+                    Op::Load {
+                        addr: VirtAddr(self.new.0 + 40 * PAGE),
+                    }
+                }
+                _ => {
+                    assert_eq!(last, OpResult::Value(0));
+                    return None;
+                }
+            })
+        }
+    }
+    let mut m = Machine::boot(&small(1, 64)).unwrap();
+    let r = m
+        .run(
+            vec![plan(
+                "mover",
+                vec![Box::new(Mover {
+                    step: 0,
+                    old: VirtAddr(0),
+                    new: VirtAddr(0),
+                })],
+            )],
+            &RunOpts::default(),
+        )
+        .unwrap();
+    assert_eq!(r.processes[0].exit, ExitKind::Ok, "{:?}", r.processes);
+}
