@@ -39,8 +39,24 @@ pub(crate) fn run(
     proc_snapshots: bool,
 ) -> Result<mm_sim::RunReport, Failure> {
     use std::io::IsTerminal as _;
-    let mem_total = machine.buddy().totalram_pages() * 4096;
-    let plans = scenario.plan(mem_total, seed);
+    let kb = |name: &str| {
+        machine
+            .proc_file(ProcFile::Meminfo)
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(name)?
+                    .trim()
+                    .strip_suffix(" kB")?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap_or(0)
+    };
+    let mem = mm_scenario::MemSizes {
+        total: kb("MemTotal:") * 1024,
+        available: kb("MemAvailable:") * 1024,
+    };
+    let plans = scenario.plan(mem, seed);
     let mut opts = mm_sim::RunOpts {
         seed,
         proc_snapshots,

@@ -372,6 +372,14 @@ pub enum Problem {
         /// The percentage given.
         percent: f64,
     },
+    /// A percentage of MemAvailable above 100%.
+    #[error("{key} = {percent}% avail is more than 100% of MemAvailable")]
+    PercentAvailTooLarge {
+        /// The full dotted key.
+        key: String,
+        /// The percentage given.
+        percent: f64,
+    },
     /// A percentage where a field needs an absolute size.
     #[error("{key} must be a byte count, not a percentage")]
     PercentNotBytes {

@@ -51,6 +51,7 @@ use mm_sim::MachineConfig;
 pub use error::{Bounds, FloatRange, Place, Problem, ScenarioError};
 pub use process::{Length, Pattern, PhaseSpec, ProcessSpec, Touch, WorkloadKind};
 pub use size::{format_bytes, Size, SizeError, GIB, KIB, MIB, TIB};
+pub use workload::MemSizes;
 
 use doc::{Doc, Table};
 
@@ -75,10 +76,11 @@ pub struct Scenario {
 impl Scenario {
     /// Builds the processes to start: for each `[[process]]`, `count` processes of `threads`
     /// threads, every thread a workload running the phases in order. Percent sizes are of
-    /// `mem_total_bytes`; thread `t` of instance `i` of the `k`-th `[[process]]` is seeded from
+    /// `mem.total` (MemTotal) or, written `"N% avail"`, of `mem.available` (MemAvailable at
+    /// boot); thread `t` of instance `i` of the `k`-th `[[process]]` is seeded from
     /// `(seed, k, i, t)`, so the same seed gives the same operation streams.
-    pub fn plan(&self, mem_total_bytes: u64, seed: u64) -> Vec<mm_sim::workload::ProcessPlan> {
-        workload::plan(&self.processes, mem_total_bytes, seed)
+    pub fn plan(&self, mem: MemSizes, seed: u64) -> Vec<mm_sim::workload::ProcessPlan> {
+        workload::plan(&self.processes, mem, seed)
     }
 }
 

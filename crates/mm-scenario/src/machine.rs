@@ -146,7 +146,7 @@ fn read_memory(machine: &Table<'_, '_>) -> Result<Spanned<u64>, ScenarioError> {
     let err = |problem| machine.doc.error(size.span(), problem);
     let bytes = match *size.get_ref() {
         Size::Bytes(b) => b,
-        Size::Percent(_) => {
+        Size::Percent(_) | Size::PercentAvail(_) => {
             return Err(err(Problem::PercentNotAllowed {
                 key: "machine.memory".to_owned(),
             }))

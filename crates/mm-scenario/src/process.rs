@@ -293,11 +293,14 @@ fn read_phase(phase: &Table<'_, '_>) -> Result<PhaseSpec, ScenarioError> {
     let size = read_size(phase, "size")?;
     let key = phase.key_path("size");
     match *size.get_ref() {
-        Size::Bytes(0) | Size::Percent(0.0) => {
+        Size::Bytes(0) | Size::Percent(0.0) | Size::PercentAvail(0.0) => {
             return Err(doc.error(size.span(), Problem::ZeroSize { key }))
         }
         Size::Percent(percent) if percent > 100.0 => {
             return Err(doc.error(size.span(), Problem::PercentTooLarge { key, percent }))
+        }
+        Size::PercentAvail(percent) if percent > 100.0 => {
+            return Err(doc.error(size.span(), Problem::PercentAvailTooLarge { key, percent }))
         }
         _ => {}
     }
@@ -450,7 +453,7 @@ fn read_pattern(
                     return Err(phase.doc.error(stride.span(), Problem::ZeroSize { key }))
                 }
                 Size::Bytes(b) => b,
-                Size::Percent(_) => {
+                Size::Percent(_) | Size::PercentAvail(_) => {
                     return Err(phase
                         .doc
                         .error(stride.span(), Problem::PercentNotBytes { key }))

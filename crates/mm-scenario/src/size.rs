@@ -24,6 +24,8 @@ pub enum Size {
     Bytes(u64),
     /// A percentage (of MemTotal, for fields that accept one); finite and non-negative.
     Percent(f64),
+    /// A percentage of MemAvailable at boot (`"60% avail"`), as stress-ng sizes its `--vm-bytes`.
+    PercentAvail(f64),
 }
 
 /// Why a size string does not parse.
@@ -53,6 +55,17 @@ impl FromStr for Size {
         let s = s.trim();
         if s.is_empty() {
             return Err(SizeError::Empty);
+        }
+        if let Some(rest) = s.strip_suffix("avail") {
+            if let Some(number) = rest.trim_end().strip_suffix('%') {
+                let number = number.trim_end();
+                return match number.parse::<f64>() {
+                    Ok(p) if p.is_finite() && p >= 0.0 && !number.starts_with('+') => {
+                        Ok(Size::PercentAvail(p))
+                    }
+                    _ => Err(SizeError::BadPercent(number.to_owned())),
+                };
+            }
         }
         if let Some(number) = s.strip_suffix('%') {
             let number = number.trim_end();
@@ -102,6 +115,7 @@ impl fmt::Display for Size {
         match self {
             Size::Bytes(b) => f.write_str(&format_bytes(*b)),
             Size::Percent(p) => write!(f, "{p}%"),
+            Size::PercentAvail(p) => write!(f, "{p}% avail"),
         }
     }
 }

@@ -308,6 +308,8 @@ fn malformed_processes_name_the_place_and_the_problem() {
          "t.toml:7:12: workload `file` needs the page cache, not simulated yet"),
         (proc_with(&[("size = \"40%\"", "size = \"140%\"")]), &[],
          "t.toml:8:8: process.phase.size = 140% is more than 100% of MemTotal"),
+        (proc_with(&[("size = \"40%\"", "size = \"140% avail\"")]), &[],
+         "t.toml:8:8: process.phase.size = 140% avail is more than 100% of MemAvailable"),
         (proc_with(&[("size = \"40%\"", "size = \"0%\"")]), &[],
          "t.toml:8:8: process.phase.size is zero; a phase needs some memory"),
         (proc_with(&[("size = \"40%\"", "size = 0")]), &[],

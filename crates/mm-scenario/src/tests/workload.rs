@@ -198,11 +198,7 @@ fn scenario(phase: &[&str], process: &[&str]) -> Scenario {
 
 /// Plans `s` with `seed` and runs it.
 fn run_scenario(s: &Scenario, seed: u64, tamper: Option<Tamper>, cow_bug: bool) -> Run {
-    let procs = s
-        .plan(1 << 30, seed)
-        .into_iter()
-        .map(|p| p.threads)
-        .collect();
+    let procs = s.plan(GIB1, seed).into_iter().map(|p| p.threads).collect();
     execute(procs, tamper, cow_bug)
 }
 
@@ -456,7 +452,7 @@ fn plans_have_count_processes_of_threads_seeded_apart() {
             "start_after = 1.5",
         ],
     );
-    let plans = s.plan(1 << 30, 0);
+    let plans = s.plan(GIB1, 0);
     assert_eq!(plans.len(), 3);
     for p in &plans {
         assert_eq!(p.name, "t");
@@ -472,7 +468,7 @@ fn plans_have_count_processes_of_threads_seeded_apart() {
     unique.sort_unstable();
     unique.dedup();
     assert_eq!(unique.len(), seeds.len());
-    let p = Phase::resolve(&s.processes[0].phases[0], 1 << 30);
+    let p = Phase::resolve(&s.processes[0].phases[0], GIB1);
     let mut a = Task::new(vec![p.clone()], 0, 1);
     let mut b = Task::new(vec![p], 0, 1);
     let env = WorkloadEnv {
@@ -514,5 +510,29 @@ fn zipf_samples_follow_the_rank_frequency_law() {
         // The log-log slope between ranks 1 and 8 is -s.
         let slope = ((counts[8] as f64).ln() - (counts[1] as f64).ln()) / 8f64.ln();
         assert!((slope + s).abs() < 0.05, "n={n} s={s}: slope {slope}");
+    }
+}
+
+/// MemTotal 1 GiB with 900 MiB available.
+const GIB1: crate::MemSizes = crate::MemSizes {
+    total: 1 << 30,
+    available: 900 << 20,
+};
+
+#[test]
+fn sizes_are_resolved_against_memtotal_or_memavailable() {
+    for (size, pages) in [
+        ("\"50%\"", (1u64 << 30) / 2 / 4096),
+        ("\"50% avail\"", (900u64 << 20) / 2 / 4096),
+        ("\"10%avail\"", (90u64 << 20) / 4096),
+        ("\"0.001% avail\"", 3),
+    ] {
+        let text = format!(
+            "[machine]\ncpus = 1\nmemory = \"1GiB\"\n[[process]]\nname = \"p\"\n[[process.phase]]\nworkload = \"anon\"\nsize = {size}\nops = 1\n"
+        );
+        let s = crate::parse_str(&text, "t.toml").unwrap();
+        let phase = crate::workload::Phase::resolve(&s.processes[0].phases[0], GIB1);
+        // 0.001% of 900 MiB is 9437 bytes: rounded up to 3 pages.
+        assert_eq!(phase.pages, pages, "{size}");
     }
 }

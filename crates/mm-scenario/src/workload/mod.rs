@@ -25,6 +25,15 @@ use std::time::Duration;
 
 use crate::process::{Length, PhaseSpec, ProcessSpec, WorkloadKind};
 use crate::size::Size;
+
+/// The machine's memory that percentage sizes refer to, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemSizes {
+    /// MemTotal.
+    pub total: u64,
+    /// MemAvailable at boot.
+    pub available: u64,
+}
 use gens::{Anon, Churn, Cx, ForkCow, Gen, Malloc};
 use verify::{Verifier, PAGE};
 
@@ -41,18 +50,19 @@ pub(crate) use gens::{ARENA_SIZE, MMAP_THRESHOLD};
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Phase {
     kind: WorkloadKind,
-    pages: u64,
+    pub(crate) pages: u64,
     write_ratio: f64,
     length: Option<Length>,
 }
 
 impl Phase {
-    /// Resolves `spec` against `mem_total` bytes: a percentage of it, rounded up to whole
-    /// pages, at least one page.
-    pub(crate) fn resolve(spec: &PhaseSpec, mem_total: u64) -> Phase {
+    /// Resolves `spec` against the machine's memory: a percentage of MemTotal or of
+    /// MemAvailable at boot, rounded up to whole pages, at least one page.
+    pub(crate) fn resolve(spec: &PhaseSpec, mem: MemSizes) -> Phase {
         let bytes = match spec.size {
             Size::Bytes(b) => b,
-            Size::Percent(p) => (mem_total as f64 * p / 100.0) as u64,
+            Size::Percent(p) => (mem.total as f64 * p / 100.0) as u64,
+            Size::PercentAvail(p) => (mem.available as f64 * p / 100.0) as u64,
         };
         Phase {
             kind: spec.workload,
@@ -172,14 +182,10 @@ impl Workload for Task {
 
 /// Builds the processes of `specs`: `count` processes each, `threads` tasks each. Thread `t`
 /// of instance `i` of process kind `k` is seeded from `(seed, k, i, t)`.
-pub(crate) fn plan(specs: &[ProcessSpec], mem_total: u64, seed: u64) -> Vec<ProcessPlan> {
+pub(crate) fn plan(specs: &[ProcessSpec], mem: MemSizes, seed: u64) -> Vec<ProcessPlan> {
     let mut out = Vec::new();
     for (k, spec) in specs.iter().enumerate() {
-        let phases: Vec<Phase> = spec
-            .phases
-            .iter()
-            .map(|p| Phase::resolve(p, mem_total))
-            .collect();
+        let phases: Vec<Phase> = spec.phases.iter().map(|p| Phase::resolve(p, mem)).collect();
         for instance in 0..spec.count {
             let threads = (0..spec.threads)
                 .map(|t| {
