@@ -183,6 +183,40 @@ impl PhysMem {
         })
     }
 
+    /// Returns the word holding the aligned u64 at `addr` (its low three bits are ignored),
+    /// or `None` outside RAM: one bounds check, for hot paths that already know the frame.
+    #[inline(always)]
+    fn word(&self, addr: PhysAddr) -> Option<&AtomicU64> {
+        // Frames are consecutive runs of WORDS_PER_FRAME words, so word `addr / 8` exists
+        // exactly when `addr`'s frame is valid.
+        let i = usize::try_from(addr.0 >> 3).ok()?;
+        self.words.as_slice().get(i)
+    }
+
+    /// Loads the aligned u64 at `addr`, or returns `None` if `addr` is outside RAM: a relaxed
+    /// load behind a single bounds check (the TLB-hit path of a simulated load).
+    ///
+    /// `addr` must be 8-aligned (checked in debug builds); its low three bits are ignored.
+    #[inline(always)]
+    pub fn load_aligned_u64(&self, addr: PhysAddr) -> Option<u64> {
+        debug_assert!(addr.0 & 7 == 0, "unaligned word load at {addr:?}");
+        self.word(addr).map(|w| w.load(Ordering::Relaxed))
+    }
+
+    /// Stores `v` at the aligned u64 at `addr`; returns false, storing nothing, if `addr` is
+    /// outside RAM. The store counterpart of [`PhysMem::load_aligned_u64`].
+    #[inline(always)]
+    pub fn store_aligned_u64(&self, addr: PhysAddr, v: u64) -> bool {
+        debug_assert!(addr.0 & 7 == 0, "unaligned word store at {addr:?}");
+        match self.word(addr) {
+            Some(w) => {
+                w.store(v, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+
     fn check_range(&self, addr: PhysAddr, len: usize) -> Result<(), PhysError> {
         let end = addr.0.checked_add(len as u64);
         match end {
