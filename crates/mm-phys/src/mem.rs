@@ -107,6 +107,14 @@ impl fmt::Debug for PhysMem {
     }
 }
 
+/// The panic of [`PhysMem::page`], out of line: the pfn goes by value, so callers need not keep
+/// it in memory for the message.
+#[cold]
+#[inline(never)]
+pub(crate) fn no_such_page(pfn: Pfn) -> ! {
+    panic!("{pfn:?} is outside simulated RAM")
+}
+
 /// A view of one frame's bytes as 512 atomic words.
 #[derive(Clone, Copy)]
 pub struct FrameBytes<'a> {
@@ -164,8 +172,15 @@ impl PhysMem {
     pub fn page(&self, pfn: Pfn) -> &Page {
         match self.pages.as_slice().get(pfn.0 as usize) {
             Some(p) => p,
-            None => panic!("{pfn:?} is outside simulated RAM"),
+            None => no_such_page(pfn),
         }
+    }
+
+    /// Returns every descriptor, indexed by pfn: list operations index it several times
+    /// with the length loaded once.
+    #[inline(always)]
+    pub(crate) fn pages(&self) -> &[Page] {
+        self.pages.as_slice()
     }
 
     /// Returns the bytes of frame `pfn`.
