@@ -608,7 +608,6 @@ impl Buddy {
         mt: MigrateType,
         flags: AllocFlags,
     ) -> Option<Frame> {
-        let boost_factor = self.boost_factor();
         let pfn = if pcp_allowed_order(order) {
             let mut locked;
             let p: &mut pcp::CpuPagesets = match pcp {
@@ -618,9 +617,11 @@ impl Buddy {
                 }
                 PcpRef::Held(g) => g,
             };
-            p.zones[z.id.index()].rmqueue(z, order, mt, boost_factor, flags.kswapd)?
+            // The boost factor is read only on a refill, off the list-hit path.
+            p.zones[z.id.index()].rmqueue(z, order, mt, &self.boost_factor, flags.kswapd)?
         } else {
             let mut fa = z.free.lock();
+            let boost_factor = self.boost_factor();
             let pfn = z.rmqueue_locked(&mut fa, order, mt, boost_factor, flags.kswapd)?;
             fa.pgalloc += order.pages();
             drop(fa);
