@@ -184,7 +184,9 @@ struct AllocFlags {
 /// One node's page allocator.
 pub struct Buddy {
     mem: Arc<PhysMem>,
-    zones: Box<[Zone]>,
+    /// Every zone type, populated or not, indexed by `ZoneId::index` (a fixed length, so the
+    /// fast paths' zone lookups need no bounds check against a loaded length).
+    zones: Box<[Zone; ZoneId::COUNT]>,
     cpus: Box<[pcp::CpuSlot]>,
     /// Populated zone indices for each highest zone, highest first (`ZONELIST_FALLBACK`).
     zonelists: [([u8; ZoneId::COUNT], u8); ZoneId::COUNT],
@@ -289,7 +291,7 @@ impl Buddy {
             return Err(ConfigError::NoMemory);
         }
         let nr_cpus = cfg.nr_cpus as usize;
-        let zones: Box<[Zone]> = ZoneId::ALL
+        let zones: Box<[Zone; ZoneId::COUNT]> = ZoneId::ALL
             .iter()
             .map(|id| {
                 let s = specs[id.index()].unwrap_or(ZoneConfig {
@@ -308,7 +310,9 @@ impl Buddy {
                     mem.clone(),
                 )
             })
-            .collect();
+            .collect::<Box<[Zone]>>()
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("one zone per ZoneId"));
         let has_movable = zones[ZoneId::Movable.index()].is_populated();
         let zonelists = std::array::from_fn(|highest| {
             let mut list = [0u8; ZoneId::COUNT];
@@ -604,7 +608,6 @@ impl Buddy {
         mt: MigrateType,
         flags: AllocFlags,
     ) -> Option<Frame> {
-        let boost_factor = self.boost_factor();
         let pfn = if pcp_allowed_order(order) {
             let mut locked;
             let p: &mut pcp::CpuPagesets = match pcp {
@@ -614,9 +617,11 @@ impl Buddy {
                 }
                 PcpRef::Held(g) => g,
             };
-            p.zones[z.id.index()].rmqueue(z, order, mt, boost_factor, flags.kswapd)?
+            // The boost factor is read only on a refill, off the list-hit path.
+            p.zones[z.id.index()].rmqueue(z, order, mt, &self.boost_factor, flags.kswapd)?
         } else {
             let mut fa = z.free.lock();
+            let boost_factor = self.boost_factor();
             let pfn = z.rmqueue_locked(&mut fa, order, mt, boost_factor, flags.kswapd)?;
             fa.pgalloc += order.pages();
             drop(fa);
@@ -843,14 +848,10 @@ impl Buddy {
         if pcp_allowed_order(order) {
             // Lockless read, as get_pfnblock_migratetype; re-checked under the zone lock when
             // the page reaches the buddy lists.
-            let mut mt = z.pageblock_migratetype(pfn);
-            if !mt.is_pcptype() {
-                if mt == MigrateType::Isolate {
-                    z.free_one_page(pfn, order);
-                    return;
-                }
-                mt = MigrateType::Movable;
-            }
+            let Some(mt) = z.pcp_free_migratetype(pfn) else {
+                z.free_one_page(pfn, order);
+                return;
+            };
             let mut locked;
             let p: &mut pcp::CpuPagesets = match pcp {
                 PcpRef::Lock(cpu) => {
@@ -867,7 +868,19 @@ impl Buddy {
 
     #[inline(always)]
     fn zone_for_free(&self, pfn: Pfn) -> &Zone {
-        // Highest zones hold most memory: search the populated zones from the top.
+        // Highest zones hold most memory: try the highest populated zone, then the others.
+        let (list, _) = &self.zonelists[ZoneId::COUNT - 1];
+        let z = &self.zones[list[0] as usize];
+        if z.contains(pfn) {
+            return z;
+        }
+        self.zone_for_free_search(pfn)
+    }
+
+    /// [`Buddy::zone_for_free`] below the highest zone.
+    #[cold]
+    #[inline(never)]
+    fn zone_for_free_search(&self, pfn: Pfn) -> &Zone {
         let (list, n) = &self.zonelists[ZoneId::COUNT - 1];
         for &zi in &list[..*n as usize] {
             let z = &self.zones[zi as usize];

@@ -15,6 +15,7 @@ use crate::zone::{FreeArea, MigrateType, Zone, ZONE_BELOW_HIGH, ZONE_RECLAIM_ACT
 use mm_phys::{PageFlags, PageList};
 use mm_sync::sync::atomic::Ordering;
 use mm_sync::sync::SpinLock;
+use mm_sync::untracked;
 use mm_types::{Order, Pfn};
 
 /// `PAGE_ALLOC_COSTLY_ORDER`.
@@ -192,13 +193,15 @@ impl Pcp {
         zone: &Zone,
         order: Order,
         mt: MigrateType,
-        boost_factor: u64,
+        boost_factor: &untracked::AtomicU64,
         kswapd: bool,
     ) -> Option<Pfn> {
         self.free_count >>= 1;
         let pindex = order_to_pindex(mt, order);
         if self.lists[pindex].is_empty() {
             let batch = self.nr_pcp_alloc(zone, order);
+            // Read without the tunables mutex: a sysctl write races benignly.
+            let boost_factor = boost_factor.load(untracked::Ordering::Relaxed);
             let n = self.rmqueue_bulk(zone, order, batch, pindex, mt, boost_factor, kswapd);
             self.count += n << order.get();
             if n == 0 {
@@ -253,9 +256,10 @@ impl Pcp {
         self.lists[pindex].push_front(&zone.mem, pfn);
         self.count += order.pages();
         let batch = zone.pcp_batch.load(Ordering::Relaxed);
-        let high_min = zone.pcp_high_min.load(Ordering::Relaxed);
         let mut free_high = false;
         if order.get() > 0 && order.get() <= PAGE_ALLOC_COSTLY_ORDER {
+            // Read here only: the compiler keeps an atomic load even when its value is unused.
+            let high_min = zone.pcp_high_min.load(Ordering::Relaxed);
             free_high = self.free_count >= batch + high_min / 2
                 && self.flags & PCPF_PREV_FREE_HIGH_ORDER != 0
                 && (self.flags & PCPF_FREE_HIGH_BATCH == 0 || self.count >= batch);

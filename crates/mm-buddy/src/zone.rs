@@ -218,7 +218,8 @@ impl Zone {
     /// Returns true if `pfn` lies in the zone's span.
     #[inline]
     pub fn contains(&self, pfn: Pfn) -> bool {
-        pfn >= self.start_pfn && pfn.0 < self.start_pfn.0 + self.spanned
+        // One compare: below the start, the difference wraps to a huge value.
+        pfn.0.wrapping_sub(self.start_pfn.0) < self.spanned
     }
     /// Returns `NR_FREE_PAGES` (buddy pages, not pcp, not isolated), read without the lock.
     #[inline]
@@ -247,6 +248,7 @@ impl Zone {
         self.boost.store(0, untracked::Ordering::Relaxed);
     }
     /// Returns the current watermark boost.
+    #[inline]
     pub fn boost(&self) -> u64 {
         self.boost.load(untracked::Ordering::Relaxed)
     }
@@ -305,6 +307,21 @@ impl Zone {
     #[inline]
     pub fn pageblock_migratetype(&self, pfn: Pfn) -> MigrateType {
         MigrateType::from_u8(self.pageblock_mt[self.block_index(pfn)].load(Ordering::Relaxed))
+    }
+    /// Returns the pcp list a page freed into `pfn`'s pageblock goes to (`free_unref_page`):
+    /// the block's migratetype when it has pcp lists, Movable for a HighAtomic block, and
+    /// `None` for an isolated block, whose pages go straight to the buddy lists.
+    #[inline]
+    pub(crate) fn pcp_free_migratetype(&self, pfn: Pfn) -> Option<MigrateType> {
+        let raw = self.pageblock_mt[self.block_index(pfn)].load(Ordering::Relaxed);
+        if raw < MigrateType::HighAtomic as u8 {
+            // Unmovable, Movable or Reclaimable: the value is the type (no remapping).
+            Some(MigrateType::from_u8(raw))
+        } else if raw == MigrateType::Isolate as u8 {
+            None
+        } else {
+            Some(MigrateType::Movable)
+        }
     }
     fn set_pageblock_migratetype(&self, pfn: Pfn, mt: MigrateType) {
         self.pageblock_mt[self.block_index(pfn)].store(mt as u8, Ordering::Relaxed);

@@ -15,7 +15,9 @@
 use crate::error::{Access, AccessKind, Fault, FaultKind};
 use crate::flush::{CpuMask, FlushCompleted, FlushInfo, FlushRequest, Ipi, FLUSH_ALL};
 use crate::pte::{table_index, Pte, PteFlags};
-use crate::tlb::{Probe, Tlb, TlbLevel, TlbStats, PERM_R, PERM_U, PERM_W, PERM_X};
+use crate::tlb::{
+    entry_perm, Tlb, TlbLevel, TlbStats, NO_HIT, PERM_MASK, PERM_R, PERM_U, PERM_W, PERM_X,
+};
 use crate::wait::{poll_idle, Doorbell};
 use crate::{Mm, Mmu, TlbGeometry};
 use mm_phys::{FrameBytes, PhysMem};
@@ -280,33 +282,35 @@ impl MmuCpu {
 
     // ----- the access API -----
 
-    /// Translates `va` for an access of `kind`: the hit path of every access. A hit in the L1
-    /// TLB takes no lock, sends nothing and allocates nothing.
+    /// Translates `va` for an access of `kind` and returns the physical address of its frame:
+    /// the hit path of every access. A hit in the L1 TLB takes no lock, sends nothing and
+    /// allocates nothing: a set lookup, a rights check and two plain stores (the way's LRU
+    /// stamp and the access clock) on this struct.
     #[inline(always)]
-    fn translate_pfn(&mut self, va: VirtAddr, kind: AccessKind) -> Result<Pfn, Fault> {
+    fn translate_base(&mut self, va: VirtAddr, kind: AccessKind) -> Result<u64, Fault> {
         let now = self.clock + 1;
-        match self
+        let v = self
             .tlb
             .l1
-            .lookup(va.0 >> PAGE_SHIFT, self.pcid, self.need[kind as usize], now)
-        {
-            Probe::Hit(v) => {
-                self.clock = now;
-                Ok(Pfn(v >> PAGE_SHIFT))
-            }
-            p => self.translate_slow(va, kind, p == Probe::Denied),
+            .lookup(va.0 >> PAGE_SHIFT, self.pcid, self.need[kind as usize], now);
+        if v == NO_HIT {
+            return self.translate_slow(va, kind).map(|pfn| pfn.phys().0);
         }
+        self.clock = now;
+        Ok(v & !PERM_MASK)
+    }
+
+    /// [`MmuCpu::translate_base`] as a frame number.
+    #[inline(always)]
+    fn translate_pfn(&mut self, va: VirtAddr, kind: AccessKind) -> Result<Pfn, Fault> {
+        self.translate_base(va, kind)
+            .map(|base| Pfn(base >> PAGE_SHIFT))
     }
 
     /// The L1 miss path: the L2 TLB, then a walk that refills both levels.
     #[cold]
     #[inline(never)]
-    fn translate_slow(
-        &mut self,
-        va: VirtAddr,
-        kind: AccessKind,
-        l1_denied: bool,
-    ) -> Result<Pfn, Fault> {
+    fn translate_slow(&mut self, va: VirtAddr, kind: AccessKind) -> Result<Pfn, Fault> {
         let access = Access {
             kind,
             user: self.user,
@@ -325,17 +329,17 @@ impl MmuCpu {
         let (vpn, pcid, need) = (va.0 >> PAGE_SHIFT, self.pcid, self.need[kind as usize]);
         self.clock += 1;
         let now = self.clock;
-        let mut denied = l1_denied;
+        // The L1 lookup failed: with the key cached there, the entry lacks a right.
+        let mut denied = self.tlb.l1.peek(vpn, pcid).is_some();
         if !denied {
             match self.tlb.l2.lookup(vpn, pcid, need, now) {
-                Probe::Hit(v) => {
+                NO_HIT => denied = self.tlb.l2.peek(vpn, pcid).is_some(),
+                v => {
                     self.stats.l2_hits += 1;
                     let pfn = Pfn(v >> PAGE_SHIFT);
-                    self.tlb.l1.insert(vpn, pcid, pfn, v, now);
+                    self.tlb.l1.insert(vpn, pcid, pfn, entry_perm(v), now);
                     return Ok(pfn);
                 }
-                Probe::Denied => denied = true,
-                Probe::Miss => {}
             }
         }
         if denied {
@@ -384,10 +388,13 @@ impl MmuCpu {
     /// Loads the little-endian u64 at `va`.
     #[inline(always)]
     pub fn load_u64(&mut self, va: VirtAddr) -> Result<u64, Fault> {
-        let off = va.page_offset();
+        let off = va.page_offset() as u64;
         if off & 7 == 0 {
-            let pfn = self.translate_pfn(va, AccessKind::Read)?;
-            return Ok(self.frame(pfn).read_u64(off));
+            let base = self.translate_base(va, AccessKind::Read)?;
+            return Ok(self
+                .mem
+                .load_aligned_u64(PhysAddr(base | off))
+                .expect("page tables map only frames inside RAM"));
         }
         self.load_u64_unaligned(va)
     }
@@ -404,8 +411,9 @@ impl MmuCpu {
     pub fn store_u64(&mut self, va: VirtAddr, v: u64) -> Result<(), Fault> {
         let off = va.page_offset();
         if off & 7 == 0 {
-            let pfn = self.translate_pfn(va, AccessKind::Write)?;
-            self.frame(pfn).write_u64(off, v);
+            let base = self.translate_base(va, AccessKind::Write)?;
+            let stored = self.mem.store_aligned_u64(PhysAddr(base | off as u64), v);
+            assert!(stored, "page tables map only frames inside RAM");
             return Ok(());
         }
         self.store_u64_unaligned(va, v)

@@ -1,9 +1,20 @@
 //! Intrusive frame lists threaded through [`Page`](crate::Page) LRU links.
 
+use crate::mem::no_such_page;
 use crate::page::NIL;
-use crate::PhysMem;
+use crate::{Page, PhysMem};
 use mm_sync::untracked::Ordering::Relaxed;
 use mm_types::Pfn;
+
+/// Returns the descriptor of `pfn` from [`PhysMem::pages`] (one bounds check against a length
+/// the caller already holds in a register).
+#[inline(always)]
+fn page(pages: &[Page], pfn: u64) -> &Page {
+    match pages.get(pfn as usize) {
+        Some(p) => p,
+        None => no_such_page(Pfn(pfn)),
+    }
+}
 
 /// A doubly-linked list of frames (`struct list_head` of pages): O(1) push, pop and remove.
 ///
@@ -55,11 +66,12 @@ impl PageList {
     /// Adds `pfn` at the head (`list_add`).
     #[inline(always)]
     pub fn push_front(&mut self, mem: &PhysMem, pfn: Pfn) {
-        let p = mem.page(pfn);
+        let pages = mem.pages();
+        let p = page(pages, pfn.0);
         p.lru_prev.store(NIL, Relaxed);
         p.lru_next.store(self.head, Relaxed);
         if self.head != NIL {
-            mem.page(Pfn(self.head)).lru_prev.store(pfn.0, Relaxed);
+            page(pages, self.head).lru_prev.store(pfn.0, Relaxed);
         } else {
             self.tail = pfn.0;
         }
@@ -70,11 +82,12 @@ impl PageList {
     /// Adds `pfn` at the tail (`list_add_tail`).
     #[inline]
     pub fn push_back(&mut self, mem: &PhysMem, pfn: Pfn) {
-        let p = mem.page(pfn);
+        let pages = mem.pages();
+        let p = page(pages, pfn.0);
         p.lru_next.store(NIL, Relaxed);
         p.lru_prev.store(self.tail, Relaxed);
         if self.tail != NIL {
-            mem.page(Pfn(self.tail)).lru_next.store(pfn.0, Relaxed);
+            page(pages, self.tail).lru_next.store(pfn.0, Relaxed);
         } else {
             self.head = pfn.0;
         }
@@ -101,17 +114,18 @@ impl PageList {
     /// Unlinks `pfn`, which must be on this list (`list_del`).
     #[inline(always)]
     pub fn remove(&mut self, mem: &PhysMem, pfn: Pfn) {
-        let p = mem.page(pfn);
+        let pages = mem.pages();
+        let p = page(pages, pfn.0);
         let next = p.lru_next.load(Relaxed);
         let prev = p.lru_prev.load(Relaxed);
         if prev != NIL {
-            mem.page(Pfn(prev)).lru_next.store(next, Relaxed);
+            page(pages, prev).lru_next.store(next, Relaxed);
         } else {
             debug_assert_eq!(self.head, pfn.0, "{pfn:?} is not on this list");
             self.head = next;
         }
         if next != NIL {
-            mem.page(Pfn(next)).lru_prev.store(prev, Relaxed);
+            page(pages, next).lru_prev.store(prev, Relaxed);
         } else {
             debug_assert_eq!(self.tail, pfn.0, "{pfn:?} is not on this list");
             self.tail = prev;

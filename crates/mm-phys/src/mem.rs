@@ -107,6 +107,14 @@ impl fmt::Debug for PhysMem {
     }
 }
 
+/// The panic of [`PhysMem::page`], out of line: the pfn goes by value, so callers need not keep
+/// it in memory for the message.
+#[cold]
+#[inline(never)]
+pub(crate) fn no_such_page(pfn: Pfn) -> ! {
+    panic!("{pfn:?} is outside simulated RAM")
+}
+
 /// A view of one frame's bytes as 512 atomic words.
 #[derive(Clone, Copy)]
 pub struct FrameBytes<'a> {
@@ -164,8 +172,15 @@ impl PhysMem {
     pub fn page(&self, pfn: Pfn) -> &Page {
         match self.pages.as_slice().get(pfn.0 as usize) {
             Some(p) => p,
-            None => panic!("{pfn:?} is outside simulated RAM"),
+            None => no_such_page(pfn),
         }
+    }
+
+    /// Returns every descriptor, indexed by pfn: list operations index it several times
+    /// with the length loaded once.
+    #[inline(always)]
+    pub(crate) fn pages(&self) -> &[Page] {
+        self.pages.as_slice()
     }
 
     /// Returns the bytes of frame `pfn`.
@@ -181,6 +196,40 @@ impl PhysMem {
         Ok(FrameBytes {
             words: &self.words.as_slice()[start..start + WORDS_PER_FRAME],
         })
+    }
+
+    /// Returns the word holding the aligned u64 at `addr` (its low three bits are ignored),
+    /// or `None` outside RAM: one bounds check, for hot paths that already know the frame.
+    #[inline(always)]
+    fn word(&self, addr: PhysAddr) -> Option<&AtomicU64> {
+        // Frames are consecutive runs of WORDS_PER_FRAME words, so word `addr / 8` exists
+        // exactly when `addr`'s frame is valid.
+        let i = usize::try_from(addr.0 >> 3).ok()?;
+        self.words.as_slice().get(i)
+    }
+
+    /// Loads the aligned u64 at `addr`, or returns `None` if `addr` is outside RAM: a relaxed
+    /// load behind a single bounds check (the TLB-hit path of a simulated load).
+    ///
+    /// `addr` must be 8-aligned (checked in debug builds); its low three bits are ignored.
+    #[inline(always)]
+    pub fn load_aligned_u64(&self, addr: PhysAddr) -> Option<u64> {
+        debug_assert!(addr.0 & 7 == 0, "unaligned word load at {addr:?}");
+        self.word(addr).map(|w| w.load(Ordering::Relaxed))
+    }
+
+    /// Stores `v` at the aligned u64 at `addr`; returns false, storing nothing, if `addr` is
+    /// outside RAM. The store counterpart of [`PhysMem::load_aligned_u64`].
+    #[inline(always)]
+    pub fn store_aligned_u64(&self, addr: PhysAddr, v: u64) -> bool {
+        debug_assert!(addr.0 & 7 == 0, "unaligned word store at {addr:?}");
+        match self.word(addr) {
+            Some(w) => {
+                w.store(v, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
     }
 
     fn check_range(&self, addr: PhysAddr, len: usize) -> Result<(), PhysError> {

@@ -53,6 +53,21 @@ fn unaligned_and_cross_frame_accesses_round_trip() {
 }
 
 #[test]
+fn aligned_word_access_stops_at_the_end_of_ram() {
+    let mem = PhysMem::new(Pfn(2));
+    let last = PhysAddr(2 * PAGE_SIZE as u64 - 8);
+    assert!(mem.store_aligned_u64(last, 0xfeed));
+    assert_eq!(mem.load_aligned_u64(last), Some(0xfeed));
+    assert_eq!(mem.read_u64(last).unwrap(), 0xfeed);
+    mem.write_u64(PhysAddr(PAGE_SIZE as u64), 9).unwrap();
+    assert_eq!(mem.load_aligned_u64(PhysAddr(PAGE_SIZE as u64)), Some(9));
+    let past = Pfn(2).phys();
+    assert_eq!(mem.load_aligned_u64(past), None);
+    assert!(!mem.store_aligned_u64(past, 1));
+    assert_eq!(mem.load_aligned_u64(PhysAddr(!7)), None);
+}
+
+#[test]
 fn concurrent_byte_stores_to_one_word_are_not_lost() {
     let mem = mm_sync::sync::Arc::new(PhysMem::new(Pfn(1)));
     let threads: Vec<_> = (0..8u8)
