@@ -95,6 +95,8 @@ fn default_shows_pressure_kswapd_and_an_oom_kill_with_out_and_trace() {
         dir_s,
         "--trace",
         trace_s,
+        "--trace-events",
+        "mm_vmscan_*,mark_victim,tlb_flush",
     ]);
     // The hog is the victim; the others finish with their bytes intact.
     let kills = r["oom_kills"].as_array().unwrap();

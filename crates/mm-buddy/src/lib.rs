@@ -9,6 +9,8 @@
 //!   `vm.watermark_scale_factor`), protection (`vm.lowmem_reserve_ratio`), free areas of orders
 //!   0..=10 split into migratetypes, and per-CPU page lists sized by `zone_batchsize` /
 //!   `zone_highsize` with `high` auto-tuned between `high_min` and `high_max`.
+//! - The `mm_page_alloc` and `mm_page_free` tracepoints (`tracing` events, target `mm_trace`)
+//!   of [`Buddy::alloc`] and [`Buddy::free`]; the held-lists fast path ([`PcpLocked`]) emits none.
 //! - The slow-path seam [`SlowPath`]: waking kswapd, direct reclaim and the OOM killer belong to
 //!   upper layers, which `mm-sim` wires in. The default, [`NoSlowPath`], does nothing.
 //! - Snapshots for `/proc` ([`ZoneInfo`], [`Buddy::vm_events`]) and [`Buddy::check_invariants`].
@@ -676,12 +678,23 @@ impl Buddy {
             oom: false,
             kswapd: gfp.contains(Gfp::KSWAPD_RECLAIM),
         };
-        if let Some(f) =
-            self.get_page_from_freelist(&mut PcpRef::Lock(cpu), order, gfp, fast, highest)
+        let r = match self.get_page_from_freelist(&mut PcpRef::Lock(cpu), order, gfp, fast, highest)
         {
-            return Ok(f);
+            Some(f) => Ok(f),
+            None => self.alloc_slowpath(cpu, order, gfp, highest),
+        };
+        if let Ok(f) = &r {
+            tracing::event!(
+                name: "mm_page_alloc",
+                target: "mm_trace",
+                tracing::Level::TRACE,
+                pfn = f.pfn().0,
+                order = order.get(),
+                gfp_flags = gfp.bits(),
+                migratetype = Self::gfp_migratetype(gfp) as u32,
+            );
         }
-        self.alloc_slowpath(cpu, order, gfp, highest)
+        r
     }
 
     /// `gfp_to_alloc_flags`.
@@ -822,6 +835,13 @@ impl Buddy {
     #[inline]
     pub fn free(&self, cpu: CpuId, frame: Frame) {
         let (pfn, order) = frame.into_raw();
+        tracing::event!(
+            name: "mm_page_free",
+            target: "mm_trace",
+            tracing::Level::TRACE,
+            pfn = pfn.0,
+            order = order.get(),
+        );
         self.free_inner(&mut PcpRef::Lock(cpu), pfn, order);
     }
 

@@ -85,6 +85,10 @@ pub enum Command {
         /// FILE as JSON lines.
         #[arg(long, value_name = "FILE")]
         trace: Option<String>,
+        /// Keep only these tracepoints in the trace (comma-separated; `mm_vmscan_*` matches a
+        /// prefix). The per-page events (mm_page_alloc, mm_page_free, tlb_flush) are many.
+        #[arg(long, value_name = "LIST", value_delimiter = ',', requires = "trace")]
+        trace_events: Vec<String>,
     },
     /// List the built-in scenarios.
     Scenarios,
@@ -190,12 +194,13 @@ pub fn execute(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
             json,
             out: out_dir,
             trace: trace_path,
+            trace_events,
         } => {
             let loaded = scenario.load()?;
             mm_sim::trace::install(false);
             let trace_file = match trace_path {
                 Some(p) => Some(
-                    mm_sim::trace::TraceFile::create(p)
+                    mm_sim::trace::TraceFile::create(p, trace_events)
                         .with_context(|| format!("cannot create the trace file {p}"))
                         .map_err(Failure::Usage)?,
                 ),

@@ -517,7 +517,7 @@ impl MmuCpu {
 
     /// Flushes for one IPI, then acknowledges it (by dropping it).
     fn handle_ipi(&mut self, ipi: Ipi) {
-        self.flush_tlb_func(&ipi.0.info);
+        self.flush_tlb_func(&ipi.0.info, TlbFlushReason::RemoteShootdown);
         self.stats.ipis_received += 1;
         if let Some(slot) = self.slot {
             self.mmu.cpus[slot]
@@ -583,7 +583,7 @@ impl MmuCpu {
 
     /// `flush_tlb_func`: brings this CPU's TLB up to date with a flush, on the initiating CPU
     /// or on IPI.
-    fn flush_tlb_func(&mut self, f: &FlushInfo) {
+    fn flush_tlb_func(&mut self, f: &FlushInfo, reason: TlbFlushReason) {
         let Some(loaded) = &self.loaded else {
             return;
         };
@@ -609,8 +609,10 @@ impl MmuCpu {
             }
             self.stats.page_flushes += f.end - f.start;
             self.ctxs[self.asid].tlb_gen = mm_gen;
+            reason.trace(f.end - f.start);
         } else {
             self.flush_asid(self.asid, mm_gen);
+            reason.trace(TLB_FLUSH_ALL_PAGES);
         }
     }
 
@@ -667,7 +669,7 @@ impl MmuCpu {
             count += 1;
         }
         if me.is_some_and(|c| mask.test(c)) {
-            self.flush_tlb_func(info);
+            self.flush_tlb_func(info, TlbFlushReason::LocalShootdown);
         }
         if count == 0 {
             return;
@@ -676,6 +678,11 @@ impl MmuCpu {
             info: *info,
             pending: AtomicUsize::new(count),
             waiter: self.doorbell.clone(),
+        });
+        TlbFlushReason::RemoteSendIpi.trace(if info.end == FLUSH_ALL {
+            TLB_FLUSH_ALL_PAGES
+        } else {
+            info.end - info.start
         });
         for cpu in targets.iter() {
             let target = &self.mmu.cpus[cpu];
@@ -814,4 +821,37 @@ fn walk(
         }
     }
     unreachable!("a walk ends at level 1")
+}
+
+/// `enum tlb_flush_reason`, as the `tlb_flush` tracepoint reports it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum TlbFlushReason {
+    /// `TLB_REMOTE_SHOOTDOWN`: a flush IPI from another CPU.
+    RemoteShootdown,
+    /// `TLB_LOCAL_SHOOTDOWN`: this CPU's part of its own shootdown.
+    LocalShootdown,
+    /// `TLB_REMOTE_SEND_IPI`: this CPU sends flush IPIs.
+    RemoteSendIpi,
+}
+
+/// The `pages` a full flush reports (`TLB_FLUSH_ALL`, -1 as an unsigned long).
+const TLB_FLUSH_ALL_PAGES: u64 = u64::MAX;
+
+impl TlbFlushReason {
+    /// Emits the `tlb_flush` tracepoint (`TP_printk("pages:%ld reason:%s (%d)")`).
+    fn trace(self, pages: u64) {
+        let (name, code) = match self {
+            TlbFlushReason::RemoteShootdown => ("remote shootdown", 1),
+            TlbFlushReason::LocalShootdown => ("local shootdown", 2),
+            TlbFlushReason::RemoteSendIpi => ("remote ipi send", 4),
+        };
+        tracing::event!(
+            name: "tlb_flush",
+            target: "mm_trace",
+            tracing::Level::TRACE,
+            pages = pages as i64,
+            reason = name,
+            reason_code = code,
+        );
+    }
 }

@@ -1,6 +1,9 @@
 //! Address translation (layer L3): x86-64 page tables stored in simulated RAM, the hardware
 //! walker, per-CPU TLBs tagged with PCIDs, and the TLB-shootdown protocol with `mmu_gather`.
 //!
+//! Shootdowns emit the `tlb_flush` tracepoint (reasons `local shootdown`, `remote shootdown`,
+//! `remote ipi send`; pages, -1 for a full flush) as `tracing` events, target `mm_trace`.
+//!
 //! This crate owns:
 //! - [`Pte`]: the x86-64 entry (present, RW, user, accessed, dirty, global, NX, PFN in bits
 //!   12..51) and the Linux encoding of a swap entry in a non-present PTE ([`Pte::swap`]).

@@ -23,6 +23,8 @@ pub const TRACE_TARGET: &str = "mm_trace";
 
 struct Sink {
     out: BufWriter<File>,
+    /// Event names to keep (a trailing `*` matches a prefix); empty keeps all.
+    keep: Vec<String>,
     start: Instant,
     events: u64,
     error: Option<std::io::Error>,
@@ -62,12 +64,14 @@ pub struct TraceFile {
 }
 
 impl TraceFile {
-    /// Creates `path` and attaches it.
-    pub fn create(path: &str) -> std::io::Result<TraceFile> {
+    /// Creates `path` and attaches it, keeping the events named in `events` (a trailing `*`
+    /// matches a prefix, as `mm_vmscan_*`); an empty list keeps every event.
+    pub fn create(path: &str, events: &[String]) -> std::io::Result<TraceFile> {
         let file = File::create(path)?;
         install(true);
         *sink().lock() = Some(Sink {
             out: BufWriter::new(file),
+            keep: events.to_vec(),
             start: Instant::now(),
             events: 0,
             error: None,
@@ -129,6 +133,15 @@ impl<S: Subscriber> Layer<S> for JsonLines {
         let Some(sink) = guard.as_mut() else {
             return;
         };
+        let name = event.metadata().name();
+        if !sink.keep.is_empty()
+            && !sink.keep.iter().any(|e| match e.strip_suffix('*') {
+                Some(prefix) => name.starts_with(prefix),
+                None => name == e,
+            })
+        {
+            return;
+        }
         let mut fields = Fields(serde_json::Map::new());
         fields.0.insert(
             "t_us".into(),
