@@ -111,7 +111,12 @@ fn default_shows_pressure_kswapd_and_an_oom_kill_with_out_and_trace() {
         let want = if p["name"] == "hog" { "killed" } else { "ok" };
         assert_eq!(p["exit"], want, "{p}");
     }
-    assert!(r["daemons"]["kswapd"]["wakeups"].as_u64().unwrap() >= 1);
+    // kswapd wakes, finds nothing it can reclaim (no LRU or swap yet, no slab to shrink) and,
+    // after MAX_RECLAIM_RETRIES fruitless runs, leaves the hopeless node to direct reclaim.
+    let kswapd = &r["daemons"]["kswapd"];
+    assert!(kswapd["wakeups"].as_u64().unwrap() >= 1);
+    assert_eq!(kswapd["failures"], 16, "{kswapd}");
+    assert!(kswapd["wakeups"].as_u64().unwrap() <= 16, "{kswapd}");
     assert_eq!(r["integrity"]["corruptions"], 0);
     assert_eq!(r["invariants"]["violations"], 0);
 

@@ -219,15 +219,17 @@ impl Kswapd<'_> {
             .filter(|&(_, b)| b > 0)
             .collect();
         let mut nr_boost_reclaim: u64 = boosts.iter().map(|b| b.1).sum();
-        let mut progress = false;
+        let mut nr_reclaimed = 0u64;
         let mut priority = DEF_PRIORITY;
-        let balanced = loop {
+        let mut out_balanced = false;
+        while priority >= 1 {
             let balanced = pgdat_balanced(self.buddy, order, highest);
             if !balanced && nr_boost_reclaim > 0 {
                 nr_boost_reclaim = 0;
             }
             if balanced && nr_boost_reclaim == 0 {
-                break true;
+                out_balanced = true;
+                break;
             }
             let want = SWAP_CLUSTER_MAX.max(nr_boost_reclaim);
             let (scanned, reclaimed) = match self.reclaim {
@@ -238,9 +240,13 @@ impl Kswapd<'_> {
                 .slab
                 .shrink_slab(self.cpu, Gfp::GFP_KERNEL, NodeId(0), priority);
             self.shared.slab_freed.fetch_add(freed, Ordering::Relaxed);
-            if reclaimed > 0 || freed > 0 {
-                progress = true;
+            // shrink_node: reclaim progress (slab frees included, as reclaimed_slab is)
+            // revives a node that had been failing.
+            let progress = reclaimed + freed;
+            if progress > 0 {
+                self.shared.failures.store(0, Ordering::Relaxed);
             }
+            nr_reclaimed += progress;
             nr_boost_reclaim -= nr_boost_reclaim.min(reclaimed);
             tracing::event!(
                 name: "mm_vmscan_kswapd_pass",
@@ -252,21 +258,23 @@ impl Kswapd<'_> {
                 nr_reclaimed = reclaimed,
                 slab_freed = freed,
             );
-            if priority == 0 {
-                break pgdat_balanced(self.buddy, order, highest);
+            // Boost reclaim that makes no progress stops (it could loop forever).
+            if nr_boost_reclaim > 0 && progress == 0 {
+                break;
             }
             priority -= 1;
-        };
+        }
+        // Reclaim that ended without balancing the node and reclaimed nothing is a failure
+        // (leaving balanced is `goto out`, which skips the count).
+        if !out_balanced && nr_reclaimed == 0 {
+            self.shared.failures.fetch_add(1, Ordering::Relaxed);
+        }
         for (id, b) in boosts {
             self.buddy.zone(id).reduce_boost(b);
         }
+        let balanced = pgdat_balanced(self.buddy, order, highest);
         if balanced {
             self.shared.balanced_runs.fetch_add(1, Ordering::Relaxed);
-        }
-        if balanced || progress {
-            self.shared.failures.store(0, Ordering::Relaxed);
-        } else {
-            self.shared.failures.fetch_add(1, Ordering::Relaxed);
         }
         balanced
     }
