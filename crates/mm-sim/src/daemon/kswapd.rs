@@ -309,7 +309,10 @@ impl Actor for Kswapd<'_> {
                         nid = 0u32,
                     );
                     self.shared.sleeping.store(true, Ordering::SeqCst);
-                    if !self.shared.pending.swap(false, Ordering::SeqCst) {
+                    // A hopeless node sleeps whatever came meanwhile (prepare_kswapd_sleep).
+                    let hopeless =
+                        self.shared.failures.load(Ordering::Relaxed) >= MAX_RECLAIM_RETRIES;
+                    if !self.shared.pending.swap(false, Ordering::SeqCst) || hopeless {
                         break;
                     }
                     if self
