@@ -669,30 +669,25 @@ fn execute(shared: &Shared, ctx: &mut CpuCtx, task: &Task, op: Op) -> Result<Ste
             offset,
             buf,
             len,
-        } => {
-            if len > MAX_IO_BYTES {
-                OpResult::Err(Errno::Einval)
-            } else if len == 0 {
-                OpResult::Value(0)
-            } else {
+        } => match io_len_result(len) {
+            Some(r) => r,
+            None => {
                 return Ok(Step::Io {
                     file,
                     offset,
                     op: IoOp::Read { len: len as usize },
                     wait: IoWait::Read { buf },
-                });
+                })
             }
-        }
+        },
         Op::FileWrite {
             file,
             offset,
             buf,
             len,
         } => {
-            if len > MAX_IO_BYTES {
-                OpResult::Err(Errno::Einval)
-            } else if len == 0 {
-                OpResult::Value(0)
+            if let Some(r) = io_len_result(len) {
+                r
             } else {
                 // copy_from_user: a bad buffer fails the call with EFAULT, as in Linux.
                 let mut data = vec![0u8; len as usize];
@@ -714,6 +709,18 @@ fn execute(shared: &Shared, ctx: &mut CpuCtx, task: &Task, op: Op) -> Result<Ste
         }
         Op::Yield => OpResult::Ok,
     }))
+}
+
+/// The result of a read or write whose length needs no I/O: EINVAL beyond one request's
+/// limit, 0 for an empty one; `None` when it goes to the disk.
+fn io_len_result(len: u64) -> Option<OpResult> {
+    if len > MAX_IO_BYTES {
+        Some(OpResult::Err(Errno::Einval))
+    } else if len == 0 {
+        Some(OpResult::Value(0))
+    } else {
+        None
+    }
 }
 
 /// Finishes an I/O request the task waited for: a read copies its data to the user buffer
