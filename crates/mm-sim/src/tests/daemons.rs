@@ -715,3 +715,57 @@ fn mremap_moves_a_mapping_with_its_data() {
         .unwrap();
     assert_eq!(r.processes[0].exit, ExitKind::Ok, "{:?}", r.processes);
 }
+
+#[test]
+fn the_watchdog_reports_a_stuck_cpu_with_every_actor_and_the_run_still_ends() {
+    /// Hangs its CPU inside one operation's decision for `for_`, like a soft lockup.
+    struct Hang {
+        for_: Duration,
+    }
+    impl Workload for Hang {
+        fn next(&mut self, _: OpResult, _: &WorkloadEnv) -> Option<Op> {
+            let until = std::time::Instant::now() + self.for_;
+            while std::time::Instant::now() < until {
+                std::hint::spin_loop();
+            }
+            None
+        }
+    }
+    let mut m = Machine::boot(&small(1, 64)).unwrap();
+    let opts = RunOpts {
+        stall_after: Duration::from_millis(200),
+        ..RunOpts::default()
+    };
+    let started = std::time::Instant::now();
+    let r = m
+        .run(
+            vec![plan(
+                "hang",
+                vec![Box::new(Hang {
+                    for_: Duration::from_secs(3),
+                })],
+            )],
+            &opts,
+        )
+        .unwrap();
+    // The run ended well before the stuck CPU let go (grace: stall_after).
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+    let dump = r.stall.expect("the watchdog fired");
+    assert!(
+        dump.starts_with("watchdog: no CPU made progress\n"),
+        "{dump}"
+    );
+    assert!(dump.contains("cpu 0: progress 0"), "{dump}");
+    for actor in ["kswapd0:", "oom_reaper:", "io engine:", "sampler:"] {
+        assert!(dump.contains(actor), "{actor} missing from\n{dump}");
+    }
+    // Its CPU was left behind: the machine does not run again.
+    assert_eq!(
+        m.run(vec![], &RunOpts::default()).unwrap_err(),
+        RunError::AlreadyRan
+    );
+}
