@@ -73,3 +73,51 @@ fn boot_prints_proc_files_of_the_scenario() {
     assert_eq!(code, 0);
     assert!(out.contains("buff/cache"), "{out}");
 }
+
+#[test]
+fn run_options_are_checked_and_set_reaches_processes() {
+    // --trace-events needs --trace: a usage error, exit 2.
+    let (code, _, err) = mmsim(&["run", "fork-cow", "--trace-events", "mark_victim"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--trace"), "{err}");
+    // An index past the end of [[process]]: exit 2, naming the override.
+    let (code, _, err) = mmsim(&["run", "oom", "--set", "process.9.count=2"]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(
+        err,
+        "mmsim: --set process.9.count=2: `process` is an array of 4, so `9` is not one of its indices (0..4)\n"
+    );
+    // An --out directory that cannot be created: a simulator failure, exit 1, after the run.
+    let blocker = scenario_file("not-a-dir", "");
+    let out = format!("{blocker}/snap");
+    let (code, _, err) = mmsim(&[
+        "run",
+        "fork-cow",
+        "--set",
+        "machine.memory=256MiB",
+        "--out",
+        &out,
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.starts_with("mmsim: cannot create "), "{err}");
+    // --set into the process array changes what runs: one process, renamed, fewer ops.
+    let (code, out, err) = mmsim(&[
+        "run",
+        "page-fault-scale",
+        "--set",
+        "process.1.count=1",
+        "--set",
+        "process.1.name=solo",
+        "--json",
+        "-",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let solos = r["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["name"] == "solo")
+        .count();
+    assert_eq!(solos, 1, "{out}");
+}
