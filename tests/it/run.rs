@@ -96,7 +96,7 @@ fn default_shows_pressure_kswapd_and_an_oom_kill_with_out_and_trace() {
         "--trace",
         trace_s,
         "--trace-events",
-        "mm_vmscan_*,mark_victim,tlb_flush",
+        "mm_vmscan_*,mark_victim,tlb_flush,block_rq_complete",
     ]);
     // The hog is the victim; the others finish with their bytes intact.
     let kills = r["oom_kills"].as_array().unwrap();
@@ -121,6 +121,12 @@ fn default_shows_pressure_kswapd_and_an_oom_kill_with_out_and_trace() {
     assert!(n("runs") - n("balanced_runs") <= 16, "{kswapd}");
     assert_eq!(r["integrity"]["corruptions"], 0);
     assert_eq!(r["invariants"]["violations"], 0);
+    // The O_DIRECT disk user went through the I/O engine both ways.
+    let io = &r["daemons"]["io"];
+    assert!(
+        io["reads"].as_u64().unwrap() > 0 && io["writes"].as_u64().unwrap() > 0,
+        "{io}"
+    );
 
     // --out: the /proc snapshot, each process's files, the series and the kernel log.
     let read = |rel: &str| std::fs::read_to_string(dir.join(rel)).unwrap();
@@ -169,6 +175,19 @@ fn default_shows_pressure_kswapd_and_an_oom_kill_with_out_and_trace() {
     assert!(events
         .iter()
         .all(|e| e["t_us"].is_u64() && e["thread"].is_string()));
+    // tlb_flush as Linux prints it: pages (-1 for a full flush) and the reason.
+    let flush = events.iter().find(|e| e["event"] == "tlb_flush").unwrap();
+    assert!(
+        flush["pages"].is_i64() && flush["reason"].is_string(),
+        "{flush}"
+    );
+    assert!(named("block_rq_complete") >= 1);
+    // The filter kept nothing else.
+    assert!(events.iter().all(|e| {
+        let n = e["event"].as_str().unwrap();
+        n.starts_with("mm_vmscan_")
+            || ["mark_victim", "tlb_flush", "block_rq_complete"].contains(&n)
+    }));
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(&trace);
 }

@@ -395,7 +395,7 @@ pub enum Problem {
         bytes: usize,
     },
     /// A workload kind the format does not know.
-    #[error("unknown workload `{name}` (expected anon, mmap-churn, malloc, fork-cow or file)")]
+    #[error("unknown workload `{name}` (expected anon, mmap-churn, malloc, fork-cow, direct-io or file)")]
     UnknownWorkload {
         /// The name given.
         name: String,

@@ -98,6 +98,10 @@ pub enum WorkloadKind {
     /// malloc-like churn with a live set of up to `size`: below 128 KiB from a brk heap, at or
     /// above it from mmap.
     Malloc,
+    /// A file of `size` (at most 256 MiB) on the machine's disk, written whole, then chunks
+    /// of 64 KiB rewritten or read back and checked with `O_DIRECT` reads and writes; the task
+    /// sleeps in the I/O engine's queue for each.
+    DirectIo,
     /// Maps and fills `size`, then forks; parents and children rewrite pages and check them.
     ForkCow {
         /// Children per fork (default 1).
@@ -115,6 +119,7 @@ impl WorkloadKind {
             WorkloadKind::MmapChurn { .. } => "mmap-churn",
             WorkloadKind::Malloc => "malloc",
             WorkloadKind::ForkCow { .. } => "fork-cow",
+            WorkloadKind::DirectIo => "direct-io",
         }
     }
 }
@@ -279,7 +284,7 @@ fn read_phase(phase: &Table<'_, '_>) -> Result<PhaseSpec, ScenarioError> {
     let workload = phase.require_string("workload")?;
     let kind_name = *workload.get_ref();
     match kind_name {
-        "anon" | "mmap-churn" | "malloc" | "fork-cow" => {}
+        "anon" | "mmap-churn" | "malloc" | "fork-cow" | "direct-io" => {}
         "file" => return Err(doc.error(workload.span(), Problem::FileWorkload)),
         other => {
             return Err(doc.error(
@@ -337,6 +342,7 @@ fn read_phase(phase: &Table<'_, '_>) -> Result<PhaseSpec, ScenarioError> {
             touch: read_touch(phase)?,
         },
         "malloc" => WorkloadKind::Malloc,
+        "direct-io" => WorkloadKind::DirectIo,
         _ => {
             let children = phase.int("children", CHILDREN)?.unwrap_or(1);
             let generations = phase.int("generations", GENERATIONS)?.unwrap_or(1);

@@ -303,7 +303,7 @@ fn malformed_processes_name_the_place_and_the_problem() {
          "t.toml:6:15: process.start_after = -1.5 is not a duration: a number of seconds is finite and >= 0"),
         // Workloads and sizes.
         (proc_with(&[("workload = \"anon\"", "workload = \"anonymous\"")]), &[],
-         "t.toml:7:12: unknown workload `anonymous` (expected anon, mmap-churn, malloc, fork-cow or file)"),
+         "t.toml:7:12: unknown workload `anonymous` (expected anon, mmap-churn, malloc, fork-cow, direct-io or file)"),
         (proc_with(&[("workload = \"anon\"", "workload = \"file\"")]), &[],
          "t.toml:7:12: workload `file` needs the page cache, not simulated yet"),
         (proc_with(&[("size = \"40%\"", "size = \"140%\"")]), &[],
@@ -636,7 +636,7 @@ fn summary_prefers_the_description_then_the_first_comment() {
     assert_eq!(summary("[machine]\n"), None);
     assert_eq!(
         summary(builtin("default").unwrap()).as_deref(),
-        Some("Memory pressure on a 1 GiB, 2-CPU machine: an anonymous hog grows past what is free, kswapd wakes, the OOM killer picks the hog; malloc churn and a fork/COW worker finish")
+        Some("Memory pressure on a 1 GiB, 2-CPU machine: an anonymous hog grows past what is free, kswapd wakes, the OOM killer picks the hog; malloc churn, a fork/COW worker and an O_DIRECT disk user finish")
     );
 }
 

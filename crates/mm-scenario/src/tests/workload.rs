@@ -73,6 +73,8 @@ fn execute(procs: Vec<Vec<Box<dyn Workload>>>, mut tamper: Option<Tamper>, cow_b
         });
     }
     let mut run = Run::default();
+    // The disk: each file's words by byte offset.
+    let mut files: BTreeMap<u32, BTreeMap<u64, u64>> = BTreeMap::new();
     let mut next_pid = 1000;
     let mut tick = 0u64;
     let mut finished: Vec<Box<dyn Workload>> = Vec::new();
@@ -146,9 +148,39 @@ fn execute(procs: Vec<Vec<Box<dyn Workload>>>, mut tamper: Option<Tamper>, cow_b
                         ("fork", OpResult::Forked(Pid(next_pid)))
                     }
                     Op::Yield => ("yield", OpResult::Ok),
-                    Op::FileRead { .. } | Op::FileWrite { .. } | Op::Mremap { .. } => {
-                        panic!("no scenario workload issues file I/O or mremap: {op:?}")
+                    Op::FileWrite {
+                        file,
+                        offset,
+                        buf,
+                        len,
+                    } => {
+                        let f = files.entry(file).or_default();
+                        let old: Vec<u64> =
+                            f.range(offset..offset + len).map(|(k, _)| *k).collect();
+                        for k in old {
+                            f.remove(&k);
+                        }
+                        for (a, v) in space.words.range(buf.0..buf.0 + len) {
+                            f.insert(offset + (a - buf.0), *v);
+                        }
+                        *run.counts.entry("file-bytes").or_default() += len;
+                        ("pwrite", OpResult::Value(len))
                     }
+                    Op::FileRead {
+                        file,
+                        offset,
+                        buf,
+                        len,
+                    } => {
+                        space.clear(buf.0, buf.0 + len);
+                        if let Some(f) = files.get(&file) {
+                            for (o, v) in f.range(offset..offset + len) {
+                                space.words.insert(buf.0 + (o - offset), *v);
+                            }
+                        }
+                        ("pread", OpResult::Value(len))
+                    }
+                    Op::Mremap { .. } => panic!("no scenario workload issues mremap: {op:?}"),
                 };
                 *run.counts.entry(name).or_default() += 1;
                 *last = result;
@@ -535,4 +567,29 @@ fn sizes_are_resolved_against_memtotal_or_memavailable() {
         // 0.001% of 900 MiB is 9437 bytes: rounded up to 3 pages.
         assert_eq!(phase.pages, pages, "{size}");
     }
+}
+
+#[test]
+fn direct_io_checks_every_page_it_reads_back_and_catches_a_lost_write() {
+    let s = scenario(
+        &[
+            "workload = \"direct-io\"",
+            "size = \"1MiB\"",
+            "write_ratio = 0.3",
+            "ops = 4000",
+        ],
+        &["threads = 2"],
+    );
+    let run = run_scenario(&s, 3, None, false);
+    clean(&run);
+    assert!(
+        run.counts["pwrite"] >= 2 * 16,
+        "the initial pass writes all 16 chunks: {:?}",
+        run.counts
+    );
+    assert!(run.counts["pread"] > 0);
+    // A word that comes back changed from a read-back chunk is caught.
+    let tamper: Tamper = Box::new(|_, _, v, n| if n % 97 == 0 { v ^ 1 } else { v });
+    let bad = run_scenario(&s, 3, Some(tamper), false);
+    assert!(bad.integrity.corruptions > 0, "{:?}", bad.integrity);
 }

@@ -89,6 +89,7 @@ pub(crate) enum Gen {
     Churn(Churn),
     Malloc(Malloc),
     ForkCow(ForkCow),
+    DirectIo(DirectIo),
 }
 
 impl Gen {
@@ -100,6 +101,7 @@ impl Gen {
             Gen::Churn(g) => g.next(last, cx, stop),
             Gen::Malloc(g) => g.next(last, cx, stop),
             Gen::ForkCow(g) => g.next(last, cx, stop),
+            Gen::DirectIo(g) => g.next(last, cx, stop),
         }
     }
 }
@@ -840,6 +842,202 @@ impl ForkCow {
                 CowState::Unmap => {
                     self.state = CowState::Done;
                     return Some(Step::Munmap(self.start, self.pages * PAGE).op(cx));
+                }
+            }
+        }
+    }
+}
+
+/// Pages per `direct-io` request (64 KiB, a common `O_DIRECT` block size).
+pub(crate) const DIO_CHUNK_PAGES: u64 = 16;
+/// The largest `direct-io` file (the machine's disk keeps at most this per file).
+pub(crate) const DIO_MAX_FILE: u64 = mm_sim::MAX_FILE_BYTES;
+/// Where the file's pages are named for the values written into them: a pseudo-address per
+/// file page, so each page's check word and value are its own.
+const DIO_FILE_SPACE: u64 = 0x7e00_0000_0000;
+
+/// `direct-io`: a file of `size` on the machine's disk, written whole once, then chunks of it
+/// written (at `write_ratio`) or read back and checked, with `O_DIRECT` `pwrite`/`pread` from a
+/// two-chunk buffer. Every page written carries a value derived from (pid, file page,
+/// version); every page read back is checked against the version last written.
+#[derive(Debug, Clone)]
+pub(crate) struct DirectIo {
+    chunk_pages: u64,
+    write_ratio: f64,
+    versions: Vec<u16>,
+    buf: Option<u64>,
+    file: u32,
+    state: DioState,
+    /// Chunks written by the initial pass so far.
+    filled: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DioState {
+    Map,
+    Mapping,
+    /// Pick the next chunk and what to do with it.
+    Choose,
+    /// Storing page `i` of the source buffer for chunk `c`.
+    Fill {
+        c: u64,
+        i: u64,
+    },
+    /// The write of chunk `c` is in flight.
+    Writing {
+        c: u64,
+        prev: u16,
+    },
+    /// The read of chunk `c` is in flight.
+    Reading {
+        c: u64,
+    },
+    /// Loading page `i` of the destination buffer for chunk `c`.
+    Check {
+        c: u64,
+        i: u64,
+    },
+    Done,
+}
+
+impl DirectIo {
+    pub(crate) fn new(pages: u64, write_ratio: f64, thread: u32) -> DirectIo {
+        let pages = pages.min(DIO_MAX_FILE / PAGE).max(1);
+        let chunk_pages = DIO_CHUNK_PAGES.min(pages);
+        DirectIo {
+            chunk_pages,
+            write_ratio,
+            versions: vec![0; pages.div_ceil(chunk_pages) as usize],
+            buf: None,
+            file: thread,
+            state: DioState::Map,
+            filled: 0,
+        }
+    }
+
+    fn chunks(&self) -> u64 {
+        self.versions.len() as u64
+    }
+
+    /// The file page `i` of chunk `c`, its check-word offset and value in `version`.
+    fn word(&self, pid: u32, c: u64, i: u64, version: u16) -> (u64, u64) {
+        let name = VirtAddr(DIO_FILE_SPACE + (c * self.chunk_pages + i) * PAGE);
+        let word = super::verify::check_word(name);
+        (word.0 - name.0, super::verify::encode(pid, word, version))
+    }
+
+    fn next(&mut self, last: OpResult, cx: &mut Cx, stop: bool) -> Option<Op> {
+        let bytes = self.chunk_pages * PAGE;
+        loop {
+            match self.state {
+                DioState::Done => return None,
+                DioState::Map => {
+                    if stop {
+                        return None;
+                    }
+                    self.state = DioState::Mapping;
+                    return Some(Op::Mmap {
+                        addr: None,
+                        len: 2 * bytes,
+                        prot: RW,
+                        flags: ANON,
+                    });
+                }
+                DioState::Mapping => match last {
+                    OpResult::Addr(a) => {
+                        self.buf = Some(a.0);
+                        // One file per process thread: the pid names it.
+                        self.file = (cx.verify.pid() << 8) | (self.file & 0xFF);
+                        self.state = DioState::Choose;
+                    }
+                    _ => {
+                        self.state = DioState::Done;
+                        return None;
+                    }
+                },
+                DioState::Choose => {
+                    let buf = self.buf?;
+                    if stop {
+                        self.state = DioState::Done;
+                        return Some(Op::Munmap {
+                            addr: VirtAddr(buf),
+                            len: 2 * bytes,
+                        });
+                    }
+                    // The initial pass writes every chunk once, in order.
+                    let (c, write) = if self.filled < self.chunks() {
+                        self.filled += 1;
+                        (self.filled - 1, true)
+                    } else {
+                        (cx.rng.below(self.chunks()), cx.rng.chance(self.write_ratio))
+                    };
+                    if write {
+                        let prev = self.versions[c as usize];
+                        self.versions[c as usize] = match prev.wrapping_add(1) {
+                            0 => 1,
+                            v => v,
+                        };
+                        self.state = DioState::Fill { c, i: 0 };
+                    } else {
+                        self.state = DioState::Reading { c };
+                        return Some(Op::FileRead {
+                            file: self.file,
+                            offset: c * bytes,
+                            buf: VirtAddr(buf + bytes),
+                            len: bytes,
+                        });
+                    }
+                }
+                DioState::Fill { c, i } => {
+                    let buf = self.buf?;
+                    let version = self.versions[c as usize];
+                    if i < self.chunk_pages {
+                        let (off, value) = self.word(cx.verify.pid(), c, i, version);
+                        self.state = DioState::Fill { c, i: i + 1 };
+                        return Some(Op::Store {
+                            addr: VirtAddr(buf + i * PAGE + off),
+                            value,
+                        });
+                    }
+                    let prev = version.wrapping_sub(1);
+                    self.state = DioState::Writing { c, prev };
+                    return Some(Op::FileWrite {
+                        file: self.file,
+                        offset: c * bytes,
+                        buf: VirtAddr(buf),
+                        len: bytes,
+                    });
+                }
+                DioState::Writing { c, prev } => {
+                    if last != OpResult::Value(bytes) {
+                        // The write failed: the file keeps the previous version.
+                        self.versions[c as usize] = prev;
+                    }
+                    self.state = DioState::Choose;
+                }
+                DioState::Reading { c } => match last {
+                    OpResult::Value(n) if n == bytes => self.state = DioState::Check { c, i: 0 },
+                    OpResult::Value(n) => {
+                        // A short read of a file written whole: data was lost.
+                        cx.verify.count(bytes, n);
+                        self.state = DioState::Choose;
+                    }
+                    _ => self.state = DioState::Choose,
+                },
+                DioState::Check { c, i } => {
+                    let buf = self.buf?;
+                    if i == self.chunk_pages {
+                        self.state = DioState::Choose;
+                        continue;
+                    }
+                    let version = self.versions[c as usize];
+                    let (off, value) = self.word(cx.verify.pid(), c, i, version);
+                    let expected = if version == 0 { 0 } else { value };
+                    self.state = DioState::Check { c, i: i + 1 };
+                    return Some(
+                        cx.verify
+                            .load_expecting(VirtAddr(buf + bytes + i * PAGE + off), expected),
+                    );
                 }
             }
         }

@@ -34,7 +34,7 @@ pub struct MemSizes {
     /// MemAvailable at boot.
     pub available: u64,
 }
-use gens::{Anon, Churn, Cx, ForkCow, Gen, Malloc};
+use gens::{Anon, Churn, Cx, DirectIo, ForkCow, Gen, Malloc};
 use verify::{Verifier, PAGE};
 
 pub(crate) use rng::{derive, Rng};
@@ -92,6 +92,9 @@ impl Phase {
                 generations,
                 self.write_ratio,
             )),
+            WorkloadKind::DirectIo => {
+                Gen::DirectIo(DirectIo::new(self.pages, self.write_ratio, thread))
+            }
         }
     }
 }

@@ -180,6 +180,23 @@ impl Verifier {
         Op::Load { addr: word }
     }
 
+    /// Returns a load of `addr` that must read `expected`: data that reached this buffer from
+    /// elsewhere (a file), checked like any load.
+    pub(crate) fn load_expecting(&mut self, addr: VirtAddr, expected: u64) -> Op {
+        self.pending = Some(Pending::Load { expected });
+        Op::Load { addr }
+    }
+
+    /// Counts a check done outside a load (a short read: `expected` bytes, `value` came).
+    pub(crate) fn count(&mut self, expected: u64, value: u64) {
+        self.check(expected, value);
+    }
+
+    /// Returns this task's pid (0 before its first operation).
+    pub(crate) fn pid(&self) -> u32 {
+        self.lineage.last().copied().unwrap_or(0)
+    }
+
     /// Returns a store of this task's next value to the check word of the page holding `addr`.
     pub(crate) fn store(&mut self, addr: VirtAddr) -> Op {
         let Some((start, page)) = self.locate(addr) else {
