@@ -902,7 +902,7 @@ enum DioState {
 
 impl DirectIo {
     pub(crate) fn new(pages: u64, write_ratio: f64, thread: u32) -> DirectIo {
-        let pages = pages.min(DIO_MAX_FILE / PAGE).max(1);
+        let pages = pages.clamp(1, DIO_MAX_FILE / PAGE);
         let chunk_pages = DIO_CHUNK_PAGES.min(pages);
         DirectIo {
             chunk_pages,
