@@ -750,7 +750,6 @@ impl Buddy {
         let mut flags = Self::gfp_to_alloc_flags(gfp);
         let costly = order.get() > PAGE_ALLOC_COSTLY_ORDER;
         let mut no_progress_loops = 0u32;
-        let mut drained = false;
         // The slow path never holds this CPU's pcp lists: each attempt locks them itself.
         let try_alloc = |flags: AllocFlags| {
             self.get_page_from_freelist(&mut PcpRef::Lock(cpu), order, gfp, flags, highest)
@@ -764,18 +763,16 @@ impl Buddy {
             }
             let mut give_up = !gfp.can_direct_reclaim();
             if !give_up {
-                // Direct reclaim, then drain the pcp lists once and retry.
+                // __alloc_pages_direct_reclaim: reclaim, retry, and once per reclaim drain the
+                // pcp lists (where the reclaimed pages may sit, outside NR_FREE_PAGES) and retry.
                 self.stalls[highest.index()].fetch_add(1, mm_sync::untracked::Ordering::Relaxed);
                 let reclaimed = self.slow.direct_reclaim(self, cpu, order, gfp, highest);
                 if let Some(f) = try_alloc(flags) {
                     return Ok(f);
                 }
-                if !drained {
-                    drained = true;
-                    self.drain_all_pages(None);
-                    if let Some(f) = try_alloc(flags) {
-                        return Ok(f);
-                    }
+                self.drain_all_pages(None);
+                if let Some(f) = try_alloc(flags) {
+                    return Ok(f);
                 }
                 if gfp.contains(Gfp::NORETRY) || (costly && !gfp.contains(Gfp::RETRY_MAYFAIL)) {
                     give_up = true;

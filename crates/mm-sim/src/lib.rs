@@ -106,6 +106,15 @@ pub struct Machine {
     kswapd_rx: Mutex<Option<Receiver<KswapdMsg>>>,
     /// `oom_kill`: processes killed for want of memory.
     oom_kills: AtomicU64,
+    /// The slab as the allocator's direct reclaim sees it (cleared on drop).
+    slab_slot: Arc<daemon::kswapd::SlabSlot>,
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        // The allocator's slow path holds the slab, which holds the allocator: break the cycle.
+        self.slab_slot.set(None);
+    }
 }
 
 impl Machine {
@@ -153,11 +162,14 @@ impl Machine {
         let (kswapd_tx, kswapd_rx) = mm_sync::channel::unbounded();
         let kswapd = Arc::new(KswapdShared::new(daemon::Mailbox::new(kswapd_tx)));
         let mut buddy = buddy;
+        let slab_slot = Arc::new(daemon::kswapd::SlabSlot::default());
         buddy.set_slow_path(Box::new(daemon::kswapd::MachineSlowPath {
             kswapd: kswapd.clone(),
+            slab: slab_slot.clone(),
         }));
         let buddy = Arc::new(buddy);
         let slab = Arc::new(SlabAllocator::new(buddy.clone())?);
+        slab_slot.set(Some(slab.clone()));
         let mut mmu_config = MmuConfig::x86_64(config.cpus);
         mmu_config.costs = config.cost;
         let (mmu, mmu_cpus) =
@@ -184,6 +196,7 @@ impl Machine {
             kswapd,
             kswapd_rx: Mutex::new(Some(kswapd_rx)),
             oom_kills: AtomicU64::new(0),
+            slab_slot,
         })
     }
 

@@ -21,7 +21,7 @@ use crate::daemon::Mailbox;
 use mm_buddy::{Buddy, SlowPath};
 use mm_slab::{SlabAllocator, DEF_PRIORITY};
 use mm_sync::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use mm_sync::sync::Arc;
+use mm_sync::sync::{Arc, Mutex};
 use mm_types::{CpuId, Gfp, NodeId, Order, ZoneId};
 
 /// `MAX_RECLAIM_RETRIES`: fruitless kswapd runs after which the node is hopeless.
@@ -177,15 +177,76 @@ pub(crate) fn pgdat_balanced(buddy: &Buddy, order: Order, highest: ZoneId) -> bo
     })
 }
 
-/// The allocator's slow path as the machine wires it: wake-ups go to kswapd.
+/// The slab allocator, for the slow path's direct reclaim: set after boot (the slab is built
+/// on the allocator that holds the slow path) and cleared when the machine drops, so that the
+/// two do not keep each other alive.
+#[derive(Debug, Default)]
+pub(crate) struct SlabSlot(Mutex<Option<Arc<SlabAllocator>>>);
+
+impl SlabSlot {
+    pub(crate) fn set(&self, slab: Option<Arc<SlabAllocator>>) {
+        *self.0.lock() = slab;
+    }
+
+    fn get(&self) -> Option<Arc<SlabAllocator>> {
+        self.0.lock().clone()
+    }
+}
+
+/// The allocator's slow path as the machine wires it: wake-ups go to kswapd, and direct
+/// reclaim (`try_to_free_pages`) runs the shrinkers on the allocating CPU.
 #[derive(Debug)]
 pub(crate) struct MachineSlowPath {
     pub(crate) kswapd: Arc<KswapdShared>,
+    pub(crate) slab: Arc<SlabSlot>,
 }
 
 impl SlowPath for MachineSlowPath {
     fn wake_kswapd(&self, buddy: &Buddy, zone: ZoneId, order: Order, highest: ZoneId) {
         self.kswapd.wakeup(buddy, zone, order, highest);
+    }
+
+    /// `try_to_free_pages` → `do_try_to_free_pages`: from `DEF_PRIORITY` down, run the
+    /// shrinkers (`shrink_slab`; the LRU lists join with the reclaim issue) until
+    /// `SWAP_CLUSTER_MAX` pages came back. Returns the slab pages freed. Progress revives a
+    /// hopeless kswapd, as in Linux.
+    fn direct_reclaim(
+        &self,
+        _buddy: &Buddy,
+        cpu: CpuId,
+        order: Order,
+        gfp: Gfp,
+        _highest: ZoneId,
+    ) -> u64 {
+        let Some(slab) = self.slab.get() else {
+            return 0;
+        };
+        tracing::event!(
+            name: "mm_vmscan_direct_reclaim_begin",
+            target: "mm_trace",
+            tracing::Level::TRACE,
+            order = order.get(),
+            gfp_flags = gfp.bits(),
+        );
+        let before = slab.slab_pages();
+        let mut reclaimed = 0;
+        for priority in (0..=DEF_PRIORITY).rev() {
+            slab.shrink_slab(cpu, gfp, NodeId(0), priority);
+            reclaimed = before.saturating_sub(slab.slab_pages());
+            if reclaimed >= SWAP_CLUSTER_MAX {
+                break;
+            }
+        }
+        tracing::event!(
+            name: "mm_vmscan_direct_reclaim_end",
+            target: "mm_trace",
+            tracing::Level::TRACE,
+            nr_reclaimed = reclaimed,
+        );
+        if reclaimed > 0 {
+            self.kswapd.failures.store(0, Ordering::Relaxed);
+        }
+        reclaimed
     }
 }
 

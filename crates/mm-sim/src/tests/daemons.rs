@@ -769,3 +769,66 @@ fn the_watchdog_reports_a_stuck_cpu_with_every_actor_and_the_run_still_ends() {
         RunError::AlreadyRan
     );
 }
+
+#[test]
+fn direct_reclaim_runs_the_shrinkers_when_allocations_reach_the_min_watermark() {
+    let allocate_all = |grow: u64| {
+        // No watermark boosting: stealing the freed slab pageblocks would boost the watermarks,
+        // and only kswapd (not running here) clears a boost.
+        let mut cfg = small(1, 64);
+        cfg.sysctl.watermark_boost_factor = 0;
+        let m = Machine::boot(&cfg).unwrap();
+        if grow > 0 {
+            let n = m
+                .slab()
+                .dcache()
+                .grow(&m.slab().cpu(CpuId(0)), grow, Gfp::GFP_KERNEL);
+            assert_eq!(n, grow);
+        }
+        let free = m.buddy().nr_free_pages() + m.buddy().pcp_pages();
+        let slab_before = m.slab().slab_pages();
+        // No run, so no kswapd: only direct reclaim can give memory back.
+        let mut held = Vec::new();
+        while let Ok(f) =
+            m.buddy()
+                .alloc(CpuId(0), mm_types::Order::ZERO, Gfp::GFP_HIGHUSER_MOVABLE)
+        {
+            held.push(f);
+        }
+        let stalls: u64 = m.buddy().vm_events().allocstall.iter().sum();
+        let result = (
+            held.len() as u64,
+            free,
+            slab_before,
+            m.slab().slab_pages(),
+            m.slab().dcache().nr_dentry(),
+            stalls,
+        );
+        for f in held {
+            m.buddy().free(CpuId(0), f);
+        }
+        result
+    };
+    // Without reclaimable slab, the allocations stop short of the free pages (the reserves).
+    let (got0, free0, _, _, _, stalls) = allocate_all(0);
+    assert!(got0 < free0 && stalls > 0, "{got0} of {free0}");
+    // With 20000 unused dentries, direct reclaim shrinks the dentry cache and hands its pages
+    // to the allocations: they get closer to (or past) the pages free at the start.
+    let (got1, free1, slab_before, slab_after, dentries, _) = allocate_all(20_000);
+    assert!(
+        dentries < 20_000,
+        "the dcache shrinker ran: {dentries} dentries left"
+    );
+    assert!(
+        slab_after < slab_before,
+        "slab pages {slab_before} -> {slab_after}"
+    );
+    let short = |got: u64, free: u64| free as i64 - got as i64;
+    let freed = (slab_before - slab_after) as i64;
+    assert!(
+        short(got1, free1) <= short(got0, free0) - freed / 2,
+        "reclaimed slab pages were allocated: short {} with reclaim ({freed} freed), {} without",
+        short(got1, free1),
+        short(got0, free0)
+    );
+}
