@@ -99,6 +99,30 @@ pub struct BuddyConfig {
     pub thp_enabled: bool,
 }
 
+impl BuddyConfig {
+    /// One zone `id` of `pages` frames from `start_pfn`, all managed, with the watermarks at
+    /// zero (`min_free_kbytes` 0), no watermark boosting and no THP: the small machine the
+    /// tests and loom models of the crates above boot.
+    pub fn single_zone(nr_cpus: u32, id: ZoneId, start_pfn: Pfn, pages: u64) -> BuddyConfig {
+        BuddyConfig {
+            nr_cpus,
+            zones: vec![ZoneConfig {
+                id,
+                start_pfn,
+                spanned: pages,
+                present: pages,
+                managed: pages,
+            }],
+            min_free_kbytes: Some(0),
+            watermark_scale_factor: 10,
+            watermark_boost_factor: 0,
+            lowmem_reserve_ratio: [256, 256, 32, 0, 0],
+            percpu_pagelist_high_fraction: 0,
+            thp_enabled: false,
+        }
+    }
+}
+
 /// The sysctls after boot.
 #[derive(Debug, Clone)]
 struct Tunables {

@@ -7,22 +7,7 @@ use mm_sync::sync::Arc;
 use mm_sync::thread;
 
 fn machine() -> Arc<Buddy> {
-    let cfg = BuddyConfig {
-        nr_cpus: 2,
-        zones: vec![ZoneConfig {
-            id: ZoneId::Dma32,
-            start_pfn: Pfn(4096),
-            spanned: 1024,
-            present: 1024,
-            managed: 1024,
-        }],
-        min_free_kbytes: Some(0),
-        watermark_scale_factor: 10,
-        watermark_boost_factor: 0,
-        lowmem_reserve_ratio: [256, 256, 32, 0, 0],
-        percpu_pagelist_high_fraction: 0,
-        thp_enabled: false,
-    };
+    let cfg = BuddyConfig::single_zone(2, ZoneId::Dma32, Pfn(4096), 1024);
     Arc::new(Buddy::new(Arc::new(PhysMem::new(Pfn(4096 + 1024))), &cfg).unwrap())
 }
 

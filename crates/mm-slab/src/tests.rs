@@ -5,7 +5,7 @@
 use super::*;
 use crate::cache::FL_MASK;
 use crate::slab::{meta, slab_freelist, slab_head};
-use mm_buddy::{BuddyConfig, ZoneConfig};
+use mm_buddy::BuddyConfig;
 use mm_phys::PhysMem;
 use mm_types::{Pfn, PhysAddr, ZoneId};
 use proptest::prelude::*;
@@ -17,22 +17,7 @@ mod prop;
 /// A machine of `pages` pages in one Normal zone, no reserves.
 pub(crate) fn buddy(cpus: u32, pages: u64) -> Arc<Buddy> {
     let start = 1u64 << 12;
-    let cfg = BuddyConfig {
-        nr_cpus: cpus,
-        zones: vec![ZoneConfig {
-            id: ZoneId::Normal,
-            start_pfn: Pfn(start),
-            spanned: pages,
-            present: pages,
-            managed: pages,
-        }],
-        min_free_kbytes: Some(0),
-        watermark_scale_factor: 10,
-        watermark_boost_factor: 0,
-        lowmem_reserve_ratio: [256, 256, 32, 0, 0],
-        percpu_pagelist_high_fraction: 0,
-        thp_enabled: false,
-    };
+    let cfg = BuddyConfig::single_zone(cpus, ZoneId::Normal, Pfn(start), pages);
     Arc::new(Buddy::new(Arc::new(PhysMem::new(Pfn(start + pages))), &cfg).unwrap())
 }
 

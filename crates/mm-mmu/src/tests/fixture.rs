@@ -2,29 +2,14 @@
 
 use crate::{Mmu, MmuConfig, MmuCpu, Pte};
 use mm_buddy::Frame;
-use mm_buddy::{Buddy, BuddyConfig, ZoneConfig};
+use mm_buddy::{Buddy, BuddyConfig};
 use mm_phys::PhysMem;
 use mm_sync::sync::Arc;
 use mm_types::{Order, Pfn, VirtAddr, ZoneId};
 
 /// Boots `pages` frames of RAM, all managed, with watermarks at zero.
 pub(crate) fn buddy(nr_cpus: u32, pages: u64) -> Arc<Buddy> {
-    let cfg = BuddyConfig {
-        nr_cpus,
-        zones: vec![ZoneConfig {
-            id: ZoneId::Dma,
-            start_pfn: Pfn(0),
-            spanned: pages,
-            present: pages,
-            managed: pages,
-        }],
-        min_free_kbytes: Some(0),
-        watermark_scale_factor: 10,
-        watermark_boost_factor: 0,
-        lowmem_reserve_ratio: [256, 256, 32, 0, 0],
-        percpu_pagelist_high_fraction: 0,
-        thp_enabled: false,
-    };
+    let cfg = BuddyConfig::single_zone(nr_cpus, ZoneId::Dma, Pfn(0), pages);
     Arc::new(Buddy::new(Arc::new(PhysMem::new(Pfn(pages))), &cfg).expect("valid test machine"))
 }
 

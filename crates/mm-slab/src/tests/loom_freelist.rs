@@ -15,7 +15,7 @@
 compile_error!("run the loom models with -C debug-assertions (cargo xtask loom)");
 
 use crate::{KmemCache, PinMode, SlabAllocator, SlabConfig, SlabFlags, SlabObj};
-use mm_buddy::{Buddy, BuddyConfig, ZoneConfig};
+use mm_buddy::{Buddy, BuddyConfig};
 use mm_phys::PhysMem;
 use mm_sync::sync::Arc;
 use mm_types::{CpuId, Gfp, Pfn, PhysAddr, ZoneId};
@@ -26,22 +26,7 @@ use std::collections::BTreeSet;
 pub(crate) fn boot() -> (Arc<SlabAllocator>, Arc<KmemCache>) {
     let pages = 64;
     let start = 256;
-    let cfg = BuddyConfig {
-        nr_cpus: 2,
-        zones: vec![ZoneConfig {
-            id: ZoneId::Normal,
-            start_pfn: Pfn(start),
-            spanned: pages,
-            present: pages,
-            managed: pages,
-        }],
-        min_free_kbytes: Some(0),
-        watermark_scale_factor: 10,
-        watermark_boost_factor: 0,
-        lowmem_reserve_ratio: [256, 256, 32, 0, 0],
-        percpu_pagelist_high_fraction: 0,
-        thp_enabled: false,
-    };
+    let cfg = BuddyConfig::single_zone(2, ZoneId::Normal, Pfn(start), pages);
     let buddy = Arc::new(Buddy::new(Arc::new(PhysMem::new(Pfn(start + pages))), &cfg).unwrap());
     let s = SlabAllocator::with_config(
         buddy,

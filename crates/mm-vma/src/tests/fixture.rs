@@ -2,7 +2,7 @@
 //! layer; plus a file of fixed pages standing in for the page cache.
 
 use crate::{CpuCtx, FileFaultError, FilePage, Hooks, VmConfig, VmFile, VmSys};
-use mm_buddy::{Buddy, BuddyConfig, ZoneConfig};
+use mm_buddy::{Buddy, BuddyConfig};
 use mm_mmu::{Mmu, MmuConfig, TlbConfig, TlbGeometry};
 use mm_phys::{PageFlags, PhysMem};
 use mm_sync::sync::Arc;
@@ -16,22 +16,7 @@ pub(crate) struct Machine {
 
 /// Boots `pages` frames of RAM (watermarks at zero) for `nr_cpus` CPUs.
 pub(crate) fn buddy(nr_cpus: u32, pages: u64) -> Arc<Buddy> {
-    let cfg = BuddyConfig {
-        nr_cpus,
-        zones: vec![ZoneConfig {
-            id: ZoneId::Dma,
-            start_pfn: Pfn(0),
-            spanned: pages,
-            present: pages,
-            managed: pages,
-        }],
-        min_free_kbytes: Some(0),
-        watermark_scale_factor: 10,
-        watermark_boost_factor: 0,
-        lowmem_reserve_ratio: [256, 256, 32, 0, 0],
-        percpu_pagelist_high_fraction: 0,
-        thp_enabled: false,
-    };
+    let cfg = BuddyConfig::single_zone(nr_cpus, ZoneId::Dma, Pfn(0), pages);
     Arc::new(Buddy::new(Arc::new(PhysMem::new(Pfn(pages))), &cfg).expect("valid test machine"))
 }
 
