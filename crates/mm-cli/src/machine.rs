@@ -39,22 +39,10 @@ pub(crate) fn run(
     proc_snapshots: bool,
 ) -> Result<mm_sim::RunReport, Failure> {
     use std::io::IsTerminal as _;
-    let kb = |name: &str| {
-        machine
-            .proc_file(ProcFile::Meminfo)
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(name)?
-                    .trim()
-                    .strip_suffix(" kB")?
-                    .parse::<u64>()
-                    .ok()
-            })
-            .unwrap_or(0)
-    };
+    let meminfo = machine.meminfo();
     let mem = mm_scenario::MemSizes {
-        total: kb("MemTotal:") * 1024,
-        available: kb("MemAvailable:") * 1024,
+        total: field(&meminfo, "MemTotal") * 1024,
+        available: field(&meminfo, "MemAvailable") * 1024,
     };
     let plans = scenario.plan(mem, seed);
     let mut opts = mm_sim::RunOpts {

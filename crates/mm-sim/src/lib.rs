@@ -285,6 +285,11 @@ impl Machine {
         &self.slab
     }
 
+    /// Returns `/proc/meminfo`'s fields, in kB, by Linux name.
+    pub fn meminfo(&self) -> Vec<(String, u64)> {
+        procfs::meminfo_fields(self)
+    }
+
     /// Renders one `/proc` file.
     pub fn proc_file(&self, file: ProcFile) -> String {
         procfs::render(self, file)

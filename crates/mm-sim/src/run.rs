@@ -475,20 +475,15 @@ impl Shared {
         {
             return OomDecision::Wait;
         }
-        let total = self.oom_totalpages as i64;
         let mut chosen: Option<(i64, Pid, Arc<AddressSpace>)> = None;
         for (pid, space) in spaces {
             let Some(p) = procs.get(&pid) else { continue };
-            if p.live_threads == 0 || p.exit.is_some() || p.oom_score_adj == -1000 {
+            if p.live_threads == 0 || p.exit.is_some() || p.oom_victim {
                 continue;
             }
-            if p.oom_victim {
+            let Some(points) = oom_badness(&space, p.oom_score_adj, self.oom_totalpages) else {
                 continue;
-            }
-            let rss = space.rss();
-            let points = (rss.anon + rss.file + rss.shmem + rss.swap) as i64
-                + (space.mm().pgtables_bytes() / PAGE_SIZE as u64) as i64
-                + p.oom_score_adj as i64 * (total / 1000);
+            };
             if chosen.as_ref().is_none_or(|c| points >= c.0) {
                 chosen = Some((points, pid, space));
             }
@@ -766,15 +761,24 @@ fn new_proc(
 /// `/proc/PID/oom_score` (`proc_oom_score`): `(1000 + badness * 1000 / totalpages) * 2 / 3`,
 /// 0 for an unkillable task (`oom_score_adj` -1000).
 pub fn oom_score(space: &AddressSpace, oom_score_adj: i32, totalpages: u64) -> u64 {
-    if oom_score_adj == -1000 || totalpages == 0 {
-        return 0;
+    match oom_badness(space, oom_score_adj, totalpages) {
+        Some(badness) if totalpages > 0 => {
+            ((1000 + badness * 1000 / totalpages as i64) * 2 / 3).max(0) as u64
+        }
+        _ => 0,
+    }
+}
+
+/// `oom_badness`: resident pages, swap entries and page-table pages, plus `oom_score_adj`
+/// thousandths of `totalpages`; `None` (LONG_MIN) for an unkillable task (adj -1000).
+fn oom_badness(space: &AddressSpace, oom_score_adj: i32, totalpages: u64) -> Option<i64> {
+    if oom_score_adj == -1000 {
+        return None;
     }
     let rss = space.rss();
     let pages = rss.anon + rss.file + rss.shmem + rss.swap;
     let pgtables = space.mm().pgtables_bytes() / PAGE_SIZE as u64;
-    let badness = (pages + pgtables) as i64 + oom_score_adj as i64 * (totalpages / 1000) as i64;
-    let points = (1000 + badness * 1000 / totalpages as i64) * 2 / 3;
-    points.max(0) as u64
+    Some((pages + pgtables) as i64 + oom_score_adj as i64 * (totalpages / 1000) as i64)
 }
 
 /// The `/proc/PID` files of a process.
@@ -813,7 +817,7 @@ fn snapshot_files(
 
 /// Ends one thread of a process; the last one tears the address space down on this CPU.
 fn thread_exit(shared: &Shared, ctx: &mut CpuCtx, task: Task, how: Option<Fatal>) {
-    let (last, threads) = {
+    let (last, threads, name, adj) = {
         let mut procs = shared.procs.lock();
         let p = procs.get_mut(&task.pid).expect("a task's process exists");
         p.integrity.add(task.workload.integrity());
@@ -824,7 +828,10 @@ fn thread_exit(shared: &Shared, ctx: &mut CpuCtx, task: Task, how: Option<Fatal>
                 p.exit = Some((kind, Some(msg)));
             }
         }
-        (p.live_threads == 0, threads)
+        let last = p.live_threads == 0;
+        // The name and adj only matter to the last thread's /proc snapshot.
+        let name = if last { p.name.clone() } else { String::new() };
+        (last, threads, name, p.oom_score_adj)
     };
     if last {
         let space = &task.space;
@@ -838,11 +845,6 @@ fn thread_exit(shared: &Shared, ctx: &mut CpuCtx, task: Task, how: Option<Fatal>
         let hwm_kb = space.core().hiwater_rss() * 4;
         let swap_kb = space.rss().swap * 4;
         if let Some(snaps) = &shared.proc_snapshots {
-            let (name, adj) = {
-                let procs = shared.procs.lock();
-                let p = &procs[&task.pid];
-                (p.name.clone(), p.oom_score_adj)
-            };
             let files = snapshot_files(
                 ctx,
                 space,
