@@ -1,18 +1,6 @@
 //! The `mmsim` command line end to end, in-process through `mm_cli::main_with`.
 
-/// Runs `mmsim ARGS`, returning (exit code, stdout, stderr).
-fn mmsim(args: &[&str]) -> (u8, String, String) {
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let argv = std::iter::once("mmsim")
-        .chain(args.iter().copied())
-        .map(std::ffi::OsString::from);
-    let code = mm_cli::main_with(argv, &mut out, &mut err);
-    (
-        code,
-        String::from_utf8(out).unwrap(),
-        String::from_utf8(err).unwrap(),
-    )
-}
+use crate::mmsim;
 
 fn scenario_file(name: &str, text: &str) -> String {
     let dir = std::env::temp_dir().join(format!("mmsim-it-{}", std::process::id()));

@@ -1,17 +1,6 @@
 //! `mmsim run` on the built-in scenarios whose subsystems exist, through the CLI.
 
-fn mmsim(args: &[&str]) -> (u8, String, String) {
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let argv = std::iter::once("mmsim")
-        .chain(args.iter().copied())
-        .map(std::ffi::OsString::from);
-    let code = mm_cli::main_with(argv, &mut out, &mut err);
-    (
-        code,
-        String::from_utf8(out).unwrap(),
-        String::from_utf8(err).unwrap(),
-    )
-}
+use crate::mmsim;
 
 fn report(args: &[&str]) -> serde_json::Value {
     let mut argv = vec!["run"];
